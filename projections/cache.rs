@@ -1,0 +1,133 @@
+//! The in-process read cache (moka): payment details under `payment:detail:{id}` and list
+//! pages under their normalised query, bounded by capacity and TTL.
+//!
+//! A cached read must never be older than the projection. The projector invalidates the
+//! entries of every payment it touches right after its commit; a reader that missed the cache
+//! only stores what it read if no invalidation of that payment happened since it started
+//! reading (checked and stored under a read lock that invalidation takes for writing), so a
+//! slow reader cannot put back a row the projector has already replaced.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::read::{ListPage, PaymentDetail};
+
+const SHARDS: usize = 64;
+
+#[derive(Clone)]
+pub struct ReadCache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    details: moka::sync::Cache<Uuid, Arc<PaymentDetail>>,
+    lists: moka::sync::Cache<String, Arc<ListPage>>,
+    /// Invalidation counters: one per shard of payment ids, and one for all lists.
+    epochs: [AtomicU64; SHARDS],
+    list_epoch: AtomicU64,
+    /// Makes "check epoch, then insert" atomic with respect to "bump epoch, then invalidate".
+    /// A std lock: it is held for a few instructions and never across an await.
+    gate: RwLock<()>,
+}
+
+/// Taken before a database read; decides whether what was read may be cached.
+#[derive(Clone, Copy)]
+pub struct Ticket(u64);
+
+impl ReadCache {
+    pub fn new(capacity: u64, ttl: Duration) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                details: moka::sync::Cache::builder()
+                    .name("payment:detail")
+                    .max_capacity(capacity)
+                    .time_to_live(ttl)
+                    .build(),
+                lists: moka::sync::Cache::builder()
+                    .name("payment:list")
+                    .max_capacity(capacity / 4 + 1)
+                    .time_to_live(ttl)
+                    .build(),
+                epochs: std::array::from_fn(|_| AtomicU64::new(0)),
+                list_epoch: AtomicU64::new(0),
+                gate: RwLock::new(()),
+            }),
+        }
+    }
+
+    /// The key the seed design names, for logs and metrics.
+    pub fn detail_key(id: Uuid) -> String {
+        format!("payment:detail:{id}")
+    }
+
+    fn shard(id: &Uuid) -> usize {
+        (id.as_u128() as usize) % SHARDS
+    }
+
+    pub fn detail(&self, id: &Uuid) -> Option<Arc<PaymentDetail>> {
+        let hit = self.inner.details.get(id);
+        count(hit.is_some(), "detail");
+        hit
+    }
+
+    pub fn detail_ticket(&self, id: &Uuid) -> Ticket {
+        Ticket(self.inner.epochs[Self::shard(id)].load(Ordering::Acquire))
+    }
+
+    pub fn store_detail(&self, ticket: Ticket, detail: Arc<PaymentDetail>) {
+        let _gate = self.inner.gate.read().unwrap_or_else(|p| p.into_inner());
+        if self.inner.epochs[Self::shard(&detail.id)].load(Ordering::Acquire) == ticket.0 {
+            self.inner.details.insert(detail.id, detail);
+        }
+    }
+
+    pub fn list(&self, key: &str) -> Option<Arc<ListPage>> {
+        let hit = self.inner.lists.get(key);
+        count(hit.is_some(), "list");
+        hit
+    }
+
+    pub fn list_ticket(&self) -> Ticket {
+        Ticket(self.inner.list_epoch.load(Ordering::Acquire))
+    }
+
+    pub fn store_list(&self, ticket: Ticket, key: String, page: Arc<ListPage>) {
+        let _gate = self.inner.gate.read().unwrap_or_else(|p| p.into_inner());
+        if self.inner.list_epoch.load(Ordering::Acquire) == ticket.0 {
+            self.inner.lists.insert(key, page);
+        }
+    }
+
+    /// Called by the projector after it committed changes to these payments.
+    pub fn invalidate(&self, payment_ids: impl IntoIterator<Item = Uuid>) {
+        let _gate = self.inner.gate.write().unwrap_or_else(|p| p.into_inner());
+        for id in payment_ids {
+            self.inner.epochs[Self::shard(&id)].fetch_add(1, Ordering::AcqRel);
+            self.inner.details.invalidate(&id);
+        }
+        self.inner.list_epoch.fetch_add(1, Ordering::AcqRel);
+        self.inner.lists.invalidate_all();
+    }
+
+    /// Drops everything (after a replay swapped the tables).
+    pub fn clear(&self) {
+        let _gate = self.inner.gate.write().unwrap_or_else(|p| p.into_inner());
+        for e in &self.inner.epochs {
+            e.fetch_add(1, Ordering::AcqRel);
+        }
+        self.inner.list_epoch.fetch_add(1, Ordering::AcqRel);
+        self.inner.details.invalidate_all();
+        self.inner.lists.invalidate_all();
+    }
+}
+
+fn count(hit: bool, kind: &'static str) {
+    if hit {
+        metrics::counter!("ledger_cache_hits_total", "kind" => kind).increment(1);
+    } else {
+        metrics::counter!("ledger_cache_misses_total", "kind" => kind).increment(1);
+    }
+}

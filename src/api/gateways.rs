@@ -1,0 +1,122 @@
+//! `POST /api/v1/gateways/{method}/notify`: gateway notifications, signed with the gateway's
+//! secret (`X-Key-Id` = the method). Idempotent by callback_no: a repeat answers 200 and
+//! appends nothing.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Extension, Router};
+use serde_json::json;
+
+use super::auth::{BodyHash, Caller};
+use super::error::ApiError;
+use super::idempotency::{self, Answer};
+use super::openapi::{Envelope, ErrorBody};
+use super::payments::{meta, notification, NotifyBody};
+use super::{envelope, params, AppState};
+use crate::domain::{Command, PaymentMethod};
+use crate::projections::read;
+use crate::service::{Idempotent, Outcome};
+use crate::store::writer::Respond;
+use crate::store::StoredEvent;
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new().route("/api/v1/gateways/{method}/notify", post(notify))
+}
+
+fn answer(
+    payment_id: uuid::Uuid,
+    callback_no: &str,
+    status: &str,
+    duplicate: bool,
+    position: i64,
+) -> serde_json::Value {
+    json!({
+        "code": 0,
+        "message": envelope::success_message(envelope::lang()),
+        "data": {
+            "payment_id": payment_id,
+            "callback_no": callback_no,
+            "status": status,
+            "duplicate": duplicate,
+            "position": position,
+        }
+    })
+}
+
+#[utoipa::path(post, path = "/api/v1/gateways/{method}/notify", tag = "gateways",
+    params(("method" = String, Path, description = "alipay, wechat, bank, credit_card; X-Key-Id is the method, signed with the gateway secret")),
+    request_body = super::payments::NotifyBody,
+    responses((status = 200, description = "data {payment_id, callback_no, status, duplicate, position}", body = Envelope),
+        (status = 404, description = "unknown payment_no (40401)", body = ErrorBody), (status = 409, description = "another gateway's payment (40901)", body = ErrorBody), (status = 400, description = "bad input (40001)", body = ErrorBody), (status = 401, description = "bad credentials (40101) or stale timestamp / replayed nonce (40102)", body = ErrorBody), (status = 403, description = "role may not do this (40301)", body = ErrorBody)),
+    security(("key_id" = [], "timestamp" = [], "nonce" = [], "signature" = [])))]
+async fn notify(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Extension(hash): Extension<BodyHash>,
+    Path(method): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(method) = PaymentMethod::parse(&method) else {
+        return ApiError::NotFound(format!("no gateway {method:?}")).into_response();
+    };
+    match &caller {
+        Caller::Gateway(m) if *m == method => {}
+        other => {
+            tracing::warn!(
+                key_id = other.key_id(),
+                gateway = method.name(),
+                "notification not signed by its gateway"
+            );
+            return ApiError::Forbidden(
+                "only the gateway itself may send its notifications".into(),
+            )
+            .into_response();
+        }
+    }
+    let route = format!("POST /api/v1/gateways/{}/notify", method.name());
+    idempotency::run(&state, &caller, route, &headers, &hash, |completion| async {
+        let req: NotifyBody = params::json(&body)?;
+        let n = notification(method, &req, state.clock.now())?;
+        let payment_id = read::payment_by_no(&state.pool, &req.payment_no)
+            .await?
+            .ok_or_else(ApiError::not_found)?;
+        let callback_no = n.callback_no.clone();
+        let respond: Respond = Arc::new(move |events: &[StoredEvent]| {
+            let cb = events.iter().find(|e| e.event_type == "callback_received");
+            let status = cb.and_then(|e| e.data["status"].as_str()).unwrap_or("processing").to_owned();
+            let callback_no = cb.and_then(|e| e.data["callback_no"].as_str()).unwrap_or_default().to_owned();
+            let position = events.last().map(|e| e.position).unwrap_or(0);
+            (200, answer(payment_id, &callback_no, &status, false, position))
+        });
+        let idem = Idempotent { completion, respond: respond.clone() };
+        let meta = meta(&caller, &headers);
+        let outcome = state.commands.execute(payment_id, &Command::Notify(n), &meta, Some(&idem)).await?;
+        let (body, stored) = match outcome {
+            Outcome::Appended { events, response, .. } => {
+                let position = events.last().map(|e| e.position).unwrap_or(0);
+                state.wait_for(position, state.settings.limits.read_your_writes_wait).await;
+                let flagged = events.iter().any(|e| e.data["flagged_for_refund"] == json!(true));
+                if flagged {
+                    metrics::counter!("ledger_flagged_for_refund_total").increment(1);
+                    tracing::warn!(payment_id = %payment_id, "success notice after failure: flagged for refund");
+                }
+                (response.map(|r| r.1).unwrap_or_else(|| respond(&events).1), true)
+            }
+            Outcome::Unchanged { payment } => {
+                let status = payment.callback_status(&callback_no).map(|s| s.name()).unwrap_or("processing");
+                (answer(payment_id, &callback_no, status, true, state.position()), false)
+            }
+            Outcome::CallbackElsewhere { owner } => {
+                (answer(owner, &callback_no, "failed", true, state.position()), false)
+            }
+        };
+        Ok(Answer { status: StatusCode::OK, body, stored })
+    })
+    .await
+}

@@ -1,0 +1,80 @@
+//! Operational routes, unsigned so that probes, scrapers and browsers reach them: `/healthz`,
+//! `/readyz`, `/metrics`, `/docs` and `/api/v1/openapi.json`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::json;
+
+use super::envelope::{self, json_response};
+use super::AppState;
+
+/// Projection lag (in events) beyond which the node reports not ready.
+pub const READY_LAG_EVENTS_MAX: i64 = 10_000;
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .merge(
+            utoipa_swagger_ui::SwaggerUi::new("/docs")
+                .url("/api/v1/openapi.json", super::openapi::document()),
+        )
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "alive")))]
+async fn healthz() -> Response {
+    json_response(
+        StatusCode::OK,
+        &envelope::ok_body(&json!({ "status": "ok" })),
+    )
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "database and bus reachable, projections caught up"), (status = 503, description = "not ready")))]
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let db = sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(position), 0) FROM events")
+        .fetch_one(&state.pool)
+        .await;
+    let bus_ok = state.bus.as_ref().map(|b| b.is_connected());
+    let applied = state.position();
+    let (db_ok, head) = match db {
+        Ok(h) => (true, h),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: database unreachable");
+            (false, applied)
+        }
+    };
+    let lag = (head - applied).max(0);
+    metrics::gauge!("ledger_projection_lag_events").set(lag as f64);
+    let ready = db_ok && bus_ok.unwrap_or(true) && lag <= READY_LAG_EVENTS_MAX;
+    let data = json!({
+        "ready": ready,
+        "database": db_ok,
+        "bus": match bus_ok { None => "in-process", Some(true) => "connected", Some(false) => "disconnected" },
+        "head_position": head,
+        "projected_position": applied,
+        "projection_lag": lag,
+    });
+    if ready {
+        json_response(StatusCode::OK, &envelope::ok_body(&data))
+    } else {
+        json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({ "code": 50301, "message": "not ready", "data": data }),
+        )
+    }
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}

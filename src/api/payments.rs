@@ -1,0 +1,711 @@
+//! Payment routes: create, status, history, list, detail (with `as_of`), refund, events.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::auth::{BodyHash, Caller};
+use super::envelope::{self, ok_read};
+use super::error::ApiError;
+use super::idempotency::{self, Answer};
+use super::openapi::{Envelope, ErrorBody};
+use super::params::{self, AmountText, Query};
+use super::{payment_id, AppState};
+use crate::config::Role;
+use crate::crypto::payer::{self, Payer};
+use crate::domain::money::parse_decimal;
+use crate::domain::payment::Notification;
+use crate::domain::{Command, Currency, Money, PaymentMethod, PaymentStatus};
+use crate::projections::read::{self, ListFilter, ListPage, PaymentDetail};
+use crate::service::{Meta, Outcome};
+use crate::store::writer::Respond;
+use crate::store::{self, IdempotencyCompletion, StoredEvent};
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/v1/payments/create", post(create))
+        .route("/api/v1/payments/history", get(history))
+        .route("/api/v1/payments", get(list))
+        .route("/api/v1/payments/{payment_id}", get(detail))
+        .route("/api/v1/payments/{payment_id}/status", get(status))
+        .route("/api/v1/payments/{payment_id}/refund", post(refund))
+        .route("/api/v1/payments/{payment_id}/events", get(events))
+}
+
+const READERS: &[Role] = &[Role::Client, Role::Operator, Role::Auditor, Role::Finance];
+const BACK_OFFICE: &[Role] = &[Role::Operator, Role::Auditor, Role::Finance];
+
+/// Longest payer name and account accepted.
+const PAYER_NAME_CHARS_MAX: usize = 100;
+const PAYER_ACCOUNT_CHARS_MAX: usize = 64;
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateRequest {
+    /// A JSON number or a decimal string, at most the currency's decimal places.
+    #[schema(value_type = String, example = "100.00")]
+    amount: AmountText,
+    currency: String,
+    payment_method: String,
+    order_id: String,
+    user_id: String,
+    #[serde(default)]
+    payer: Option<PayerInput>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PayerInput {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    account: Option<String>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RefundRequest {
+    #[schema(value_type = String, example = "30.00")]
+    amount: AmountText,
+    reason: String,
+}
+
+/// Metadata of a command from an HTTP request.
+pub(crate) fn meta(caller: &Caller, headers: &HeaderMap) -> Meta {
+    let header = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    Meta {
+        actor: caller.key_id().to_owned(),
+        request_id: header("x-request-id").unwrap_or_else(|| Uuid::now_v7().to_string()),
+        idempotency_key: header(idempotency::HEADER),
+        client_ip: header("x-forwarded-for"),
+        causation_id: None,
+        correlation_id: header("x-correlation-id").and_then(|v| Uuid::parse_str(&v).ok()),
+    }
+}
+
+fn envelope_ok(data: Value) -> Value {
+    json!({ "code": 0, "message": envelope::success_message(envelope::lang()), "data": data })
+}
+
+fn validate_payer(p: PayerInput) -> Result<Payer, ApiError> {
+    let check = |field: &str, v: &Option<String>, max: usize| -> Result<(), ApiError> {
+        if let Some(v) = v {
+            let n = v.chars().count();
+            if n == 0 || n > max || v.chars().any(char::is_control) {
+                return Err(ApiError::BadRequest(format!(
+                    "payer.{field} must be 1 to {max} printable characters"
+                )));
+            }
+        }
+        Ok(())
+    };
+    if p.name.is_none() && p.account.is_none() {
+        return Err(ApiError::BadRequest(
+            "payer needs a name or an account (or leave payer out)".into(),
+        ));
+    }
+    check("name", &p.name, PAYER_NAME_CHARS_MAX)?;
+    check("account", &p.account, PAYER_ACCOUNT_CHARS_MAX)?;
+    if let Some(account) = &p.account {
+        if payer::looks_like_card_number(account) && !payer::luhn_valid(account) {
+            return Err(ApiError::BadRequest(
+                "payer.account is not a valid card number".into(),
+            ));
+        }
+    }
+    Ok(Payer {
+        name: p.name,
+        account: p.account,
+    })
+}
+
+#[utoipa::path(post, path = "/api/v1/payments/create", tag = "payments",
+    params(("Idempotency-Key" = Option<String>, Header, description = "retry-safe key")),
+    request_body = CreateRequest,
+    responses((status = 201, description = "created: data {payment_id, payment_no, payment_url, status, position}", body = Envelope),
+        (status = 409, description = "second live payment for the order (40901, data.payment_id) or idempotency key reused (40903)", body = ErrorBody), (status = 400, description = "bad input (40001)", body = ErrorBody), (status = 401, description = "bad credentials (40101) or stale timestamp / replayed nonce (40102)", body = ErrorBody), (status = 403, description = "role may not do this (40301)", body = ErrorBody)),
+    security(("key_id" = [], "timestamp" = [], "nonce" = [], "signature" = [])))]
+async fn create(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Extension(hash): Extension<BodyHash>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(e) = caller.require(&[Role::Client, Role::Operator]) {
+        return e.into_response();
+    }
+    let route = "POST /api/v1/payments/create".to_owned();
+    idempotency::run(&state, &caller, route, &headers, &hash, |completion| {
+        create_payment(&state, &caller, &headers, &body, completion)
+    })
+    .await
+}
+
+async fn create_payment(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    body: &Bytes,
+    completion: Option<IdempotencyCompletion>,
+) -> Result<Answer, ApiError> {
+    let req: CreateRequest = params::json(body)?;
+    let currency = Currency::from_code(&req.currency).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "currency {:?} is not an active ISO 4217 code",
+            req.currency
+        ))
+    })?;
+    let amount = Money::parse(&req.amount.0, currency)?;
+    let method = PaymentMethod::parse(&req.payment_method).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "payment_method {:?} is not one of alipay, wechat, bank, credit_card",
+            req.payment_method
+        ))
+    })?;
+    crate::domain::payment::check_text(
+        "order_id",
+        &req.order_id,
+        crate::domain::payment::ID_TEXT_CHARS_MAX,
+    )?;
+    crate::domain::payment::check_text(
+        "user_id",
+        &req.user_id,
+        crate::domain::payment::ID_TEXT_CHARS_MAX,
+    )?;
+    let payer_input = req.payer.map(validate_payer).transpose()?;
+
+    let id = Uuid::now_v7();
+    let payment_no = format!("P{}", id.simple()).to_uppercase();
+    let sealed = match &payer_input {
+        Some(p) => {
+            let key = state.keyring.data_key(&req.user_id).await?;
+            Some(payer::seal(&key, &id.to_string(), p))
+        }
+        None => None,
+    };
+    let gateway = state.gateways.get(method);
+    let order = gateway.create_order(&payment_no, &amount).await;
+    let (payment_url, gateway_failure) = match order {
+        Ok(url) => (url, None),
+        Err(e) => (String::new(), Some(e)),
+    };
+    let command = Command::Create {
+        payment_id: id,
+        payment_no,
+        order_id: req.order_id,
+        user_id: req.user_id,
+        amount,
+        method,
+        payment_url,
+        payer: sealed,
+    };
+    let meta = meta(caller, headers);
+    let respond: Respond = Arc::new(|events: &[StoredEvent]| {
+        let data = events.first().map(|e| e.data.clone()).unwrap_or_default();
+        let position = events.last().map(|e| e.position).unwrap_or(0);
+        let status = if events.iter().any(|e| e.event_type == "failed") {
+            "failed"
+        } else {
+            "pending"
+        };
+        let payment_id = events.first().map(|e| e.stream_id);
+        (
+            201,
+            envelope_ok(json!({
+                "payment_id": payment_id,
+                "payment_no": data["payment_no"],
+                "payment_url": data["payment_url"],
+                "status": status,
+                "amount": data["amount"],
+                "currency": data["currency"],
+                "position": position,
+            })),
+        )
+    });
+    let completion_for_create = if gateway_failure.is_some() {
+        None
+    } else {
+        completion.clone()
+    };
+    let idem = crate::service::Idempotent {
+        completion: completion_for_create,
+        respond: respond.clone(),
+    };
+    let outcome = state
+        .commands
+        .execute(id, &command, &meta, Some(&idem))
+        .await?;
+    let Outcome::Appended {
+        events, response, ..
+    } = outcome
+    else {
+        return Err(ApiError::Internal("create appended nothing".into()));
+    };
+    if let Some(reason) = gateway_failure {
+        // The gateway could not take the order after retries: record the failure so that the
+        // user sees it, and answer with it.
+        tracing::warn!(payment_id = %id, reason = %reason, "gateway refused the order");
+        let fail = Command::FailPayment {
+            reason: format!("gateway_error: {reason}"),
+        };
+        let idem = crate::service::Idempotent {
+            completion,
+            respond: respond.clone(),
+        };
+        let outcome = state
+            .commands
+            .execute(id, &fail, &meta, Some(&idem))
+            .await?;
+        if let Outcome::Appended { events: more, .. } = outcome {
+            let all: Vec<StoredEvent> = events.into_iter().chain(more).collect();
+            let (status, body) = respond(&all);
+            state
+                .wait_for(
+                    all.last().map(|e| e.position).unwrap_or(0),
+                    state.settings.limits.read_your_writes_wait,
+                )
+                .await;
+            return Ok(Answer {
+                status: StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED),
+                body,
+                stored: true,
+            });
+        }
+    }
+    let position = events.last().map(|e| e.position).unwrap_or(0);
+    state
+        .wait_for(position, state.settings.limits.read_your_writes_wait)
+        .await;
+    let (status, body) = response.unwrap_or_else(|| respond(&events));
+    Ok(Answer {
+        status: StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED),
+        body,
+        stored: true,
+    })
+}
+
+#[utoipa::path(post, path = "/api/v1/payments/{payment_id}/refund", tag = "payments",
+    params(("payment_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
+    request_body = RefundRequest,
+    responses((status = 201, description = "refund requested: data {id, payment_id, refund_no, amount, reason, status, created_at, position}", body = Envelope),
+        (status = 404, description = "no such payment (40401)", body = ErrorBody),
+        (status = 409, description = "not refundable (40901) or exceeds refundable (40902)", body = ErrorBody), (status = 400, description = "bad input (40001)", body = ErrorBody), (status = 401, description = "bad credentials (40101) or stale timestamp / replayed nonce (40102)", body = ErrorBody), (status = 403, description = "role may not do this (40301)", body = ErrorBody)),
+    security(("key_id" = [], "timestamp" = [], "nonce" = [], "signature" = [])))]
+async fn refund(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Extension(hash): Extension<BodyHash>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(e) = caller.require(&[Role::Operator]) {
+        return e.into_response();
+    }
+    let route = format!("POST /api/v1/payments/{id}/refund");
+    idempotency::run(
+        &state,
+        &caller,
+        route,
+        &headers,
+        &hash,
+        |completion| async {
+            let id = payment_id(&id)?;
+            let req: RefundRequest = params::json(&body)?;
+            let amount = parse_decimal(&req.amount.0)?;
+            let refund_id = Uuid::now_v7();
+            let command = Command::RequestRefund {
+                refund_id,
+                refund_no: format!("R{}", refund_id.simple()).to_uppercase(),
+                amount,
+                reason: req.reason,
+            };
+            let respond: Respond = Arc::new(move |events: &[StoredEvent]| {
+                let e = events.iter().find(|e| e.event_type == "refund_requested");
+                let data = e.map(|e| e.data.clone()).unwrap_or_default();
+                (
+                    201,
+                    envelope_ok(json!({
+                        "id": data["refund_id"],
+                        "payment_id": e.map(|e| e.stream_id),
+                        "refund_no": data["refund_no"],
+                        "amount": data["amount"],
+                        "reason": data["reason"],
+                        "status": "processing",
+                        "created_at": e.map(|e| store::event::format_time(e.recorded_at)),
+                        "position": events.last().map(|e| e.position),
+                    })),
+                )
+            });
+            let idem = crate::service::Idempotent {
+                completion,
+                respond: respond.clone(),
+            };
+            let meta = meta(&caller, &headers);
+            let outcome = state
+                .commands
+                .execute(id, &command, &meta, Some(&idem))
+                .await?;
+            let Outcome::Appended {
+                events, response, ..
+            } = outcome
+            else {
+                return Err(ApiError::Internal("refund appended nothing".into()));
+            };
+            state.gateways.wake_refunds();
+            let position = events.last().map(|e| e.position).unwrap_or(0);
+            state
+                .wait_for(position, state.settings.limits.read_your_writes_wait)
+                .await;
+            let (status, body) = response.unwrap_or_else(|| respond(&events));
+            Ok(Answer {
+                status: StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED),
+                body,
+                stored: true,
+            })
+        },
+    )
+    .await
+}
+
+/// Applies `min_position`, then returns the position the answer may claim.
+pub(crate) async fn read_position(state: &AppState, q: &Query) -> Result<i64, ApiError> {
+    match q.min_position()? {
+        Some(p) => Ok(state
+            .wait_for(p, state.settings.limits.min_position_wait)
+            .await),
+        None => Ok(state.position()),
+    }
+}
+
+/// A payment's detail: from the cache, or from the read tables (then cached).
+pub(crate) async fn load_detail(
+    state: &AppState,
+    id: Uuid,
+) -> Result<Option<Arc<PaymentDetail>>, ApiError> {
+    if let Some(d) = state.cache.detail(&id) {
+        return Ok(Some(d));
+    }
+    let ticket = state.cache.detail_ticket(&id);
+    let Some(d) = read::detail(&state.pool, id).await? else {
+        return Ok(None);
+    };
+    let d = Arc::new(d);
+    state.cache.store_detail(ticket, d.clone());
+    Ok(Some(d))
+}
+
+#[utoipa::path(get, path = "/api/v1/payments/{payment_id}", tag = "payments",
+    params(("payment_id" = Uuid, Path), ("as_of" = Option<String>, Query, description = "RFC 3339: state rebuilt from events up to then"), ("min_position" = Option<i64>, Query)),
+    responses((status = 200, description = "detail with callbacks and refunds", body = PaymentDetail), (status = 404, description = "no such payment", body = ErrorBody), (status = 400, description = "bad input (40001)", body = ErrorBody), (status = 401, description = "bad credentials (40101) or stale timestamp / replayed nonce (40102)", body = ErrorBody), (status = 403, description = "role may not do this (40301)", body = ErrorBody)),
+    security(("key_id" = [], "timestamp" = [], "nonce" = [], "signature" = [])))]
+async fn detail(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    caller.require(BACK_OFFICE)?;
+    let q = Query::parse(raw.as_deref(), &["as_of", "min_position"])?;
+    let id = payment_id(&id)?;
+    let position = read_position(&state, &q).await?;
+    if let Some(as_of) = q.time("as_of")? {
+        return detail_as_of(&state, id, as_of, position).await;
+    }
+    let d = load_detail(&state, id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(ok_read(position, &*d))
+}
+
+async fn detail_as_of(
+    state: &AppState,
+    id: Uuid,
+    as_of: DateTime<Utc>,
+    position: i64,
+) -> Result<Response, ApiError> {
+    let events = store::read_stream(&state.pool, id).await?;
+    let upto: Vec<StoredEvent> = events
+        .into_iter()
+        .filter(|e| e.recorded_at <= as_of)
+        .collect();
+    let payer = match upto.first().map(crate::service::decode).transpose()? {
+        Some(crate::domain::PaymentEvent::Created(c)) => match &c.payer {
+            Some(sealed) => {
+                let (name, account) = state.keyring.masked(&c.user_id, id, sealed).await?;
+                Some(read::PayerView { name, account })
+            }
+            None => None,
+        },
+        _ => None,
+    };
+    let view = read::detail_from_events(&upto, payer)?.ok_or_else(ApiError::not_found)?;
+    Ok(ok_read(position, &view))
+}
+
+#[derive(Serialize)]
+struct StatusView<'a> {
+    payment_id: Uuid,
+    status: &'a str,
+    paid_at: Option<&'a str>,
+    amount: &'a str,
+    currency: &'a str,
+    refunded_amount: &'a str,
+}
+
+#[utoipa::path(get, path = "/api/v1/payments/{payment_id}/status", tag = "payments",
+    params(("payment_id" = Uuid, Path), ("min_position" = Option<i64>, Query)),
+    responses((status = 200, description = "data {payment_id, status, paid_at, amount}", body = Envelope), (status = 404, description = "no such payment", body = ErrorBody), (status = 400, description = "bad input (40001)", body = ErrorBody), (status = 401, description = "bad credentials (40101) or stale timestamp / replayed nonce (40102)", body = ErrorBody), (status = 403, description = "role may not do this (40301)", body = ErrorBody)),
+    security(("key_id" = [], "timestamp" = [], "nonce" = [], "signature" = [])))]
+async fn status(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    caller.require(READERS)?;
+    let q = Query::parse(raw.as_deref(), &["min_position"])?;
+    let id = payment_id(&id)?;
+    let position = read_position(&state, &q).await?;
+    let d = load_detail(&state, id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(ok_read(
+        position,
+        &StatusView {
+            payment_id: d.id,
+            status: &d.status,
+            paid_at: d.payment_time.as_deref(),
+            amount: &d.amount,
+            currency: &d.currency,
+            refunded_amount: &d.refunded_amount,
+        },
+    ))
+}
+
+fn list_filter(q: &Query, page_size_max: u32) -> Result<ListFilter, ApiError> {
+    let status = match q.filter("status") {
+        None => None,
+        Some(s) => Some(PaymentStatus::parse(&s).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "unknown status {s:?} (pending, success, failed, refunded or 0-3)"
+            ))
+        })?),
+    };
+    let start_time = q.time("start_time")?;
+    let end_time = q.time("end_time")?;
+    if let (Some(s), Some(e)) = (start_time, end_time) {
+        if s > e {
+            return Err(ApiError::BadRequest("start_time is after end_time".into()));
+        }
+    }
+    Ok(ListFilter {
+        order_no: q.filter("order_no"),
+        payment_no: q.filter("payment_no"),
+        user_id: None,
+        status,
+        start_time,
+        end_time,
+        page: q.int("page", 1, 1, 1_000_000)? as u32,
+        size: q.int("size", 10, 1, page_size_max as i64)? as u32,
+    })
+}
+
+async fn load_list(state: &AppState, filter: &ListFilter) -> Result<Arc<ListPage>, ApiError> {
+    let key = filter.cache_key();
+    if let Some(page) = state.cache.list(&key) {
+        return Ok(page);
+    }
+    let ticket = state.cache.list_ticket();
+    let page = Arc::new(read::list(&state.pool, filter).await?);
+    state.cache.store_list(ticket, key, page.clone());
+    Ok(page)
+}
+
+#[utoipa::path(get, path = "/api/v1/payments", tag = "payments",
+    params(("page" = Option<u32>, Query), ("size" = Option<u32>, Query, description = "1..100, default 10"), ("order_no" = Option<String>, Query), ("payment_no" = Option<String>, Query),
+        ("status" = Option<String>, Query, description = "name or number"), ("start_time" = Option<String>, Query, description = "inclusive"), ("end_time" = Option<String>, Query, description = "exclusive"), ("min_position" = Option<i64>, Query)),
+    responses((status = 200, description = "newest first", body = ListPage), (status = 400, description = "bad input (40001)", body = ErrorBody), (status = 401, description = "bad credentials (40101) or stale timestamp / replayed nonce (40102)", body = ErrorBody), (status = 403, description = "role may not do this (40301)", body = ErrorBody)),
+    security(("key_id" = [], "timestamp" = [], "nonce" = [], "signature" = [])))]
+async fn list(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    caller.require(BACK_OFFICE)?;
+    let q = Query::parse(
+        raw.as_deref(),
+        &[
+            "page",
+            "size",
+            "order_no",
+            "payment_no",
+            "status",
+            "start_time",
+            "end_time",
+            "min_position",
+        ],
+    )?;
+    let filter = list_filter(&q, state.settings.limits.page_size_max)?;
+    let position = read_position(&state, &q).await?;
+    let page = load_list(&state, &filter).await?;
+    Ok(ok_read(position, &*page))
+}
+
+#[derive(Serialize)]
+struct HistoryItem<'a> {
+    payment_id: Uuid,
+    amount: &'a str,
+    currency: &'a str,
+    status: &'a str,
+    created_at: &'a str,
+}
+
+#[derive(Serialize)]
+struct HistoryView<'a> {
+    total: i64,
+    page: u32,
+    size: u32,
+    payments: Vec<HistoryItem<'a>>,
+}
+
+#[utoipa::path(get, path = "/api/v1/payments/history", tag = "payments",
+    params(("user_id" = String, Query), ("page" = Option<u32>, Query), ("size" = Option<u32>, Query), ("min_position" = Option<i64>, Query)),
+    responses((status = 200, description = "data {total, page, size, payments: [{payment_id, amount, status, created_at}]}", body = Envelope), (status = 400, description = "bad input (40001)", body = ErrorBody), (status = 401, description = "bad credentials (40101) or stale timestamp / replayed nonce (40102)", body = ErrorBody), (status = 403, description = "role may not do this (40301)", body = ErrorBody)),
+    security(("key_id" = [], "timestamp" = [], "nonce" = [], "signature" = [])))]
+async fn history(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    caller.require(READERS)?;
+    let q = Query::parse(raw.as_deref(), &["user_id", "page", "size", "min_position"])?;
+    let user_id = q
+        .filter("user_id")
+        .ok_or_else(|| ApiError::BadRequest("user_id is required".into()))?;
+    let filter = ListFilter {
+        user_id: Some(user_id),
+        page: q.int("page", 1, 1, 1_000_000)? as u32,
+        size: q.int("size", 10, 1, state.settings.limits.page_size_max as i64)? as u32,
+        ..ListFilter::default()
+    };
+    let position = read_position(&state, &q).await?;
+    let page = load_list(&state, &filter).await?;
+    let view = HistoryView {
+        total: page.total,
+        page: page.page,
+        size: page.size,
+        payments: page
+            .list
+            .iter()
+            .map(|i| HistoryItem {
+                payment_id: i.id,
+                amount: &i.amount,
+                currency: &i.currency,
+                status: &i.status,
+                created_at: &i.created_at,
+            })
+            .collect(),
+    };
+    Ok(ok_read(position, &view))
+}
+
+#[utoipa::path(get, path = "/api/v1/payments/{payment_id}/events", tag = "audit",
+    params(("payment_id" = Uuid, Path)),
+    responses((status = 200, description = "data {payment_id, events}", body = [crate::store::EventEnvelope]), (status = 404, description = "no such payment", body = ErrorBody), (status = 400, description = "bad input (40001)", body = ErrorBody), (status = 401, description = "bad credentials (40101) or stale timestamp / replayed nonce (40102)", body = ErrorBody), (status = 403, description = "role may not do this (40301)", body = ErrorBody)),
+    security(("key_id" = [], "timestamp" = [], "nonce" = [], "signature" = [])))]
+async fn events(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Auditor, Role::Operator])?;
+    let q = Query::parse(raw.as_deref(), &["min_position"])?;
+    let id = payment_id(&id)?;
+    let position = read_position(&state, &q).await?;
+    let events = store::read_stream(&state.pool, id).await?;
+    if events.is_empty() {
+        return Err(ApiError::not_found());
+    }
+    let envelopes: Vec<_> = events.iter().map(StoredEvent::envelope).collect();
+    Ok(ok_read(
+        position,
+        &json!({ "payment_id": id, "events": envelopes }),
+    ))
+}
+
+/// Builds the notification command from a gateway's body (used by `gateways`).
+pub(crate) fn notification(
+    method: PaymentMethod,
+    body: &NotifyBody,
+    now: DateTime<Utc>,
+) -> Result<Notification, ApiError> {
+    crate::domain::payment::check_text(
+        "payment_no",
+        &body.payment_no,
+        crate::domain::payment::ID_TEXT_CHARS_MAX,
+    )?;
+    if let Some(refund_no) = &body.refund_no {
+        crate::domain::payment::check_text(
+            "refund_no",
+            refund_no,
+            crate::domain::payment::ID_TEXT_CHARS_MAX,
+        )?;
+    }
+    let outcome = match body.status.as_str() {
+        "success" => crate::domain::NotifyOutcome::Success,
+        "failed" => crate::domain::NotifyOutcome::Failed,
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "status {other:?} must be success or failed"
+            )))
+        }
+    };
+    let paid_at = match &body.paid_at {
+        Some(t) => params::parse_time(t)
+            .ok_or_else(|| ApiError::BadRequest("paid_at must be an RFC 3339 time".into()))?,
+        None => now,
+    };
+    Ok(Notification {
+        callback_id: Uuid::now_v7(),
+        callback_no: body.callback_no.clone(),
+        gateway: method,
+        outcome,
+        amount: parse_decimal(&body.amount.0)?,
+        gateway_trade_no: body.gateway_trade_no.clone(),
+        refund_no: body.refund_no.clone(),
+        paid_at: store::event::truncate_to_micros(paid_at),
+    })
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NotifyBody {
+    pub payment_no: String,
+    pub callback_no: String,
+    /// "success" or "failed".
+    pub status: String,
+    #[schema(value_type = String)]
+    pub amount: AmountText,
+    pub gateway_trade_no: String,
+    #[serde(default)]
+    pub paid_at: Option<String>,
+    #[serde(default)]
+    pub refund_no: Option<String>,
+}

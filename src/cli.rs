@@ -1,0 +1,185 @@
+//! The command line (SPEC §10).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::app::{self, ServeRole};
+use crate::config::RawConfig;
+
+#[derive(Parser, Debug)]
+#[command(name = "ledger", version, about = "Event-sourced payment ledger")]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: RawConfig,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the service (API, relay, projectors).
+    Serve {
+        #[arg(long, value_enum, default_value = "all")]
+        role: ServeRole,
+    },
+    /// Create the database if missing and apply migrations.
+    Migrate,
+    /// Check the hash chain from genesis, optionally against a saved signed digest.
+    Verify {
+        /// A digest saved from `GET /api/v1/audit/digest` (the `data` object or the envelope).
+        #[arg(long)]
+        digest: Option<PathBuf>,
+        /// The public key you trust (hex); defaults to the one in the digest.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+    /// Rebuild every read table from the log, compare with the live ones, and swap them in.
+    Replay {
+        /// Only rebuild and report drift; leave the live tables alone.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Destroy a user's data key (crypto-shredding of their payer data).
+    Shred {
+        #[arg(long)]
+        user: String,
+    },
+    /// Send a signed request: `ledger api GET /api/v1/payments` or `ledger api POST PATH BODY`.
+    Api {
+        method: String,
+        path: String,
+        body: Option<String>,
+        /// Base URL of the service (default http://LEDGER_BIND).
+        #[arg(long, env = "LEDGER_URL")]
+        url: Option<String>,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        #[arg(long, default_value = "en")]
+        lang: String,
+    },
+    /// The load harness: starts the service on a fresh database and measures it (BENCHMARKS.md).
+    Bench(crate::bench::BenchArgs),
+}
+
+/// Runs the parsed command; the process exit code is what it returns.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Serve { role } => {
+            let settings = cli.config.resolve()?;
+            let listener = tokio::net::TcpListener::bind(settings.bind)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("LEDGER_BIND: cannot listen on {}: {e}", settings.bind)
+                })?;
+            let addr = listener.local_addr()?;
+            let ledger = app::build(
+                settings,
+                role,
+                crate::gateway::sandbox::Faults::parse(
+                    &std::env::var("LEDGER_SANDBOX_FAULTS").unwrap_or_default(),
+                )
+                .map_err(|e| anyhow::anyhow!("LEDGER_SANDBOX_FAULTS: {e}"))?,
+            )
+            .await?;
+            tracing::info!(%addr, ?role, nats = ledger.state.bus.is_some(), "ledger serving");
+            eprintln!("ledger listening on http://{addr} (docs at http://{addr}/docs)");
+            app::serve(ledger, listener, shutdown_signal()).await?;
+            Ok(0)
+        }
+        Command::Migrate => {
+            let settings = cli.config.resolve()?;
+            let pool = crate::store::connect(&settings.database_url, 2, true).await?;
+            crate::store::migrate(&pool).await?;
+            println!("database migrated");
+            Ok(0)
+        }
+        Command::Verify { digest, public_key } => {
+            crate::audit_cli::verify(&cli.config, digest, public_key).await
+        }
+        Command::Replay { check } => {
+            let settings = cli.config.resolve()?;
+            let pool = crate::store::connect(&settings.database_url, 4, false).await?;
+            crate::store::migrate(&pool).await?;
+            let ctx = crate::projections::ProjectionContext {
+                master_key: settings.master_key.clone(),
+            };
+            let report = crate::replay::replay(&pool, &ctx, check, true).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            for d in &report.drift {
+                if d.differing_rows > 0 {
+                    println!(
+                        "DRIFT in {}: {} row(s) differ (live {}, rebuilt {})",
+                        d.table, d.differing_rows, d.live_rows, d.rebuilt_rows
+                    );
+                }
+            }
+            println!(
+                "replayed {} events in {:.2} s ({:.0} events/s){}",
+                report.events,
+                report.seconds,
+                report.events_per_second,
+                if report.swapped {
+                    "; rebuilt tables swapped in"
+                } else {
+                    "; live tables untouched"
+                }
+            );
+            Ok(if check && report.has_drift() { 1 } else { 0 })
+        }
+        Command::Shred { user } => {
+            let settings = cli.config.resolve()?;
+            let pool = crate::store::connect(&settings.database_url, 2, false).await?;
+            let keyring = crate::keyring::Keyring::new(pool, settings.master_key.clone());
+            let erased = keyring.shred(&user).await?;
+            println!(
+                "shredded the data key of user {user:?}; {} payment(s) now show [erased]",
+                erased.len()
+            );
+            Ok(0)
+        }
+        Command::Api {
+            method,
+            path,
+            body,
+            url,
+            idempotency_key,
+            lang,
+        } => {
+            crate::client::run_cli(
+                &cli.config,
+                &method,
+                &path,
+                body.as_deref(),
+                url,
+                idempotency_key,
+                &lang,
+            )
+            .await
+        }
+        Command::Bench(args) => crate::bench::run(&cli.config, args).await,
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutdown signal received; draining");
+}

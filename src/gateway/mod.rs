@@ -1,0 +1,244 @@
+//! Gateways (SPEC §8): one implementation per payment method behind the `Gateway` trait,
+//! bounded retries with exponential backoff and jitter, and the refund process.
+//!
+//! A call that times out has an unknown outcome: before anything is declared failed, the
+//! gateway is asked what happened (`query_*`). Refund requests carry our `refund_no`, so a
+//! retried call can never refund twice.
+
+pub mod refunds;
+pub mod sandbox;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use rust_decimal::Decimal;
+use tokio::sync::Notify;
+
+use crate::domain::{Money, PaymentMethod};
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum GatewayError {
+    /// The gateway could not be reached or answered an error: nothing happened.
+    #[error("gateway unavailable: {0}")]
+    Unavailable(String),
+    /// No answer in time: the call may or may not have taken effect.
+    #[error("gateway timed out")]
+    Timeout,
+    /// The gateway answered and said no.
+    #[error("gateway refused: {0}")]
+    Refused(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RefundOutcome {
+    Confirmed,
+    /// Accepted; the gateway will confirm later by notification or query.
+    Pending,
+    Rejected(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueryOutcome {
+    Succeeded,
+    Failed(String),
+    Pending,
+    NotFound,
+}
+
+#[async_trait::async_trait]
+pub trait Gateway: Send + Sync {
+    /// Registers an order; returns the URL where the payer pays.
+    async fn create_order(&self, payment_no: &str, amount: &Money) -> Result<String, GatewayError>;
+    async fn query_order(
+        &self,
+        payment_no: &str,
+    ) -> Result<(QueryOutcome, Option<String>), GatewayError>;
+    /// Requests a refund; `refund_no` is the gateway's idempotency key.
+    async fn refund(
+        &self,
+        refund_no: &str,
+        payment_no: &str,
+        amount: Decimal,
+    ) -> Result<RefundOutcome, GatewayError>;
+    async fn query_refund(&self, refund_no: &str) -> Result<QueryOutcome, GatewayError>;
+}
+
+/// How gateway calls are retried.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt (SPEC §8: 3).
+    pub retries: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            retries: 3,
+            backoff_base: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(2),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Runs `call` until it succeeds, is refused, or the retries are spent. Returns the last
+    /// error otherwise (a `Timeout` if any attempt timed out: the outcome is then unknown).
+    pub async fn run<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T, GatewayError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, GatewayError>>,
+    {
+        let mut timed_out = false;
+        let mut last = GatewayError::Unavailable("not attempted".into());
+        for attempt in 0..=self.retries {
+            match call().await {
+                Ok(v) => return Ok(v),
+                Err(e @ GatewayError::Refused(_)) => return Err(e),
+                Err(e) => {
+                    metrics::counter!("ledger_gateway_retries_total", "call" => what.to_owned())
+                        .increment(1);
+                    tracing::warn!(call = what, attempt, error = %e, "gateway call failed");
+                    timed_out |= e == GatewayError::Timeout;
+                    last = e;
+                }
+            }
+            if attempt < self.retries {
+                let exp = self
+                    .backoff_base
+                    .saturating_mul(1 << attempt.min(16))
+                    .min(self.backoff_max);
+                let jitter = rand::thread_rng().gen_range(0..=exp.as_millis() as u64 / 2 + 1);
+                tokio::time::sleep(exp + Duration::from_millis(jitter)).await;
+            }
+        }
+        Err(if timed_out {
+            GatewayError::Timeout
+        } else {
+            last
+        })
+    }
+}
+
+/// The configured gateway of every method.
+pub struct Gateways {
+    by_method: HashMap<PaymentMethod, Arc<dyn Gateway>>,
+    pub sandbox: Arc<sandbox::Sandbox>,
+    pub retry: RetryPolicy,
+    refund_wake: Arc<Notify>,
+}
+
+impl Gateways {
+    /// Every method served by the sandbox (the default).
+    pub fn sandbox(sandbox: Arc<sandbox::Sandbox>, retry: RetryPolicy) -> Self {
+        let by_method = PaymentMethod::ALL
+            .into_iter()
+            .map(|m| (m, sandbox.clone() as Arc<dyn Gateway>))
+            .collect();
+        Self {
+            by_method,
+            sandbox,
+            retry,
+            refund_wake: Arc::new(Notify::new()),
+        }
+    }
+
+    pub fn get(&self, method: PaymentMethod) -> MethodGateway<'_> {
+        MethodGateway {
+            gateway: self.by_method[&method].as_ref(),
+            retry: &self.retry,
+        }
+    }
+
+    /// Tells the refund process that a refund was requested.
+    pub fn wake_refunds(&self) {
+        self.refund_wake.notify_one();
+    }
+
+    pub fn refund_wake(&self) -> Arc<Notify> {
+        self.refund_wake.clone()
+    }
+}
+
+/// A gateway with the retry policy applied.
+pub struct MethodGateway<'a> {
+    gateway: &'a dyn Gateway,
+    retry: &'a RetryPolicy,
+}
+
+impl MethodGateway<'_> {
+    /// Creates the order with retries; an unknown outcome is settled by a query.
+    pub async fn create_order(
+        &self,
+        payment_no: &str,
+        amount: &Money,
+    ) -> Result<String, GatewayError> {
+        match self
+            .retry
+            .run("create_order", || {
+                self.gateway.create_order(payment_no, amount)
+            })
+            .await
+        {
+            Err(GatewayError::Timeout) => {
+                match self
+                    .retry
+                    .run("query_order", || self.gateway.query_order(payment_no))
+                    .await?
+                {
+                    (QueryOutcome::Pending | QueryOutcome::Succeeded, Some(url)) => Ok(url),
+                    _ => Err(GatewayError::Unavailable(
+                        "order not registered after a timeout".into(),
+                    )),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Refunds with retries; an unknown outcome is settled by a query.
+    pub async fn refund(
+        &self,
+        refund_no: &str,
+        payment_no: &str,
+        amount: Decimal,
+    ) -> Result<RefundOutcome, GatewayError> {
+        match self
+            .retry
+            .run("refund", || {
+                self.gateway.refund(refund_no, payment_no, amount)
+            })
+            .await
+        {
+            Err(call_error @ (GatewayError::Timeout | GatewayError::Unavailable(_))) => {
+                match self
+                    .retry
+                    .run("query_refund", || self.gateway.query_refund(refund_no))
+                    .await
+                {
+                    Ok(QueryOutcome::Succeeded) => Ok(RefundOutcome::Confirmed),
+                    Ok(QueryOutcome::Pending) => Ok(RefundOutcome::Pending),
+                    Ok(QueryOutcome::Failed(r)) => Ok(RefundOutcome::Rejected(r)),
+                    Ok(QueryOutcome::NotFound) => Ok(RefundOutcome::Rejected(
+                        "gateway_unavailable_after_retries".into(),
+                    )),
+                    // A call that timed out may have refunded: while the query cannot say,
+                    // the outcome stays unknown and the refund stays processing (retried
+                    // later), so the ledger never declares failed what the gateway made.
+                    Err(e) if call_error == GatewayError::Timeout => Err(e),
+                    // Every call was refused at the door (never received): SPEC §8 marks the
+                    // refund failed and shows why; the amount is refundable again.
+                    Err(e) => Ok(RefundOutcome::Rejected(format!(
+                        "gateway_unavailable_after_retries: {e}"
+                    ))),
+                }
+            }
+            Err(GatewayError::Refused(r)) => Ok(RefundOutcome::Rejected(r)),
+            Ok(o) => Ok(o),
+        }
+    }
+}
