@@ -196,17 +196,26 @@ pub async fn serve(
         _ => api::router(ledger.state.clone()),
     };
     let cancel = ledger.cancel.clone();
-    let served = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let shutdown = async move {
         tokio::select! {
             _ = shutdown => {}
             _ = cancel.cancelled() => {}
         }
-    })
-    .await;
+    };
+    let service = router.into_make_service();
+    let served = match ledger.state.settings.tls.clone() {
+        Some(tls) => {
+            let listener = crate::tls::TlsListener::new(listener, tls)?;
+            axum::serve(listener, service)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => {
+            axum::serve(listener, service)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    };
     stop(&ledger).await;
     served.map_err(|e| anyhow::anyhow!("server error: {e}"))
 }

@@ -57,6 +57,10 @@ pub enum Command {
         idempotency_key: Option<String>,
         #[arg(long, default_value = "en")]
         lang: String,
+        /// Sign as this gateway (alipay, wechat, bank, credit_card) with its secret from
+        /// LEDGER_GATEWAY_SECRETS or the data directory, as a gateway's notification is signed.
+        #[arg(long)]
+        gateway: Option<String>,
     },
     /// The load harness: starts the service on a fresh database and measures it (BENCHMARKS.md).
     Bench(crate::bench::BenchArgs),
@@ -82,8 +86,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 .map_err(|e| anyhow::anyhow!("LEDGER_SANDBOX_FAULTS: {e}"))?,
             )
             .await?;
-            tracing::info!(%addr, ?role, nats = ledger.state.bus.is_some(), "ledger serving");
-            eprintln!("ledger listening on http://{addr} (docs at http://{addr}/docs)");
+            let scheme = if ledger.state.settings.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            tracing::info!(%addr, ?role, nats = ledger.state.bus.is_some(), tls = scheme == "https", "ledger serving");
+            eprintln!("ledger listening on {scheme}://{addr} (docs at {scheme}://{addr}/docs)");
             app::serve(ledger, listener, shutdown_signal()).await?;
             Ok(0)
         }
@@ -145,15 +154,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             url,
             idempotency_key,
             lang,
+            gateway,
         } => {
             crate::client::run_cli(
                 &cli.config,
-                &method,
-                &path,
-                body.as_deref(),
-                url,
-                idempotency_key,
-                &lang,
+                crate::client::Request {
+                    method: &method,
+                    path: &path,
+                    body: body.as_deref(),
+                    url,
+                    idempotency_key,
+                    lang: &lang,
+                    gateway: gateway.as_deref(),
+                },
             )
             .await
         }

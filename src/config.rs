@@ -103,6 +103,12 @@ pub struct RawConfig {
     pub public_url: Option<String>,
     #[arg(long, env = "LEDGER_DB_MAX_CONNECTIONS", default_value = "16")]
     pub db_max_connections: String,
+    /// PEM certificate chain: with LEDGER_TLS_KEY, the API is served over TLS.
+    #[arg(long, env = "LEDGER_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of LEDGER_TLS_CERT.
+    #[arg(long, env = "LEDGER_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -128,6 +134,8 @@ pub struct Settings {
     pub public_url: String,
     pub db_max_connections: u32,
     pub limits: Limits,
+    /// TLS for the API, when LEDGER_TLS_CERT and LEDGER_TLS_KEY are set.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 /// Bounds on everything (TIGER_STYLE): sizes, waits, retries.
@@ -186,7 +194,7 @@ pub struct ConfigError {
     pub problem: String,
 }
 
-fn bad(setting: &'static str, problem: impl Into<String>) -> ConfigError {
+pub(crate) fn bad(setting: &'static str, problem: impl Into<String>) -> ConfigError {
     ConfigError {
         setting,
         problem: problem.into(),
@@ -241,6 +249,16 @@ impl RawConfig {
         if cache_capacity == 0 {
             return Err(bad("LEDGER_CACHE_CAPACITY", "must be at least 1"));
         }
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::load(cert, key)?),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(bad("LEDGER_TLS_KEY", "must be set with LEDGER_TLS_CERT"))
+            }
+            (None, Some(_)) => {
+                return Err(bad("LEDGER_TLS_CERT", "must be set with LEDGER_TLS_KEY"))
+            }
+        };
         let db_max_connections: u32 =
             parse_number("LEDGER_DB_MAX_CONNECTIONS", &self.db_max_connections)?;
         if !(2..=1000).contains(&db_max_connections) {
@@ -327,6 +345,7 @@ impl RawConfig {
                     format!("{u:?} is not an http(s) URL"),
                 ))
             }
+            None if tls.is_some() => format!("https://{bind}"),
             None => format!("http://{bind}"),
         };
         Ok(Settings {
@@ -342,6 +361,7 @@ impl RawConfig {
             production,
             public_url,
             db_max_connections,
+            tls,
             limits: Limits::default(),
         })
     }
@@ -664,6 +684,8 @@ mod tests {
             data_dir: std::env::temp_dir().join("ledger-config-test"),
             public_url: None,
             db_max_connections: "4".into(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod replay;
 pub mod service;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 
 #[path = "../projections/mod.rs"]
 pub mod projections;

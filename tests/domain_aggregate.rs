@@ -481,7 +481,7 @@ fn success_notice_with_the_same_amount_at_another_scale_pays() {
 
 #[test]
 fn success_notice_with_another_amount_is_recorded_as_a_failed_callback_and_does_not_pay() {
-    for amount in ["99.99", "100.01", "0", "-100.00", "1000.00"] {
+    for amount in ["99.99", "100.01", "1000.00", "100.1"] {
         let n = notice("cb-1", NotifyOutcome::Success, amount);
         let payment =
             when(&given(&[created()]), Command::Notify(n.clone())).then_events(vec![callback(
@@ -495,6 +495,19 @@ fn success_notice_with_another_amount_is_recorded_as_a_failed_callback_and_does_
         assert_eq!(
             payment.callback_status("cb-1"),
             Some(CallbackStatus::Failed)
+        );
+    }
+}
+
+#[test]
+fn notice_with_an_amount_invalid_in_the_currency_is_refused() {
+    for amount in ["0", "-100.00", "100.001", "1000000000001"] {
+        let n = notice("cb-1", NotifyOutcome::Success, amount);
+        let d = when(&given(&[created()]), Command::Notify(n));
+        assert!(
+            matches!(d.result, Err(DomainError::Invalid(_))),
+            "amount {amount}: {:?}",
+            d.result
         );
     }
 }

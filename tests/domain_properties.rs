@@ -263,6 +263,12 @@ fn check_decision(
                     &Ok(vec![]),
                     "a duplicate callback_no changes nothing"
                 );
+            } else if ledger::domain::money::check_amount(n.amount, before.currency()).is_err() {
+                prop_assert!(
+                    matches!(result, Err(DomainError::Invalid(_))),
+                    "an amount invalid in the currency is refused: {:?}",
+                    result
+                );
             } else if n.refund_no.as_deref() == Some("R-none") {
                 prop_assert_eq!(result, &Err(DomainError::NotFound));
             } else {

@@ -119,7 +119,11 @@ async fn act(
     };
     let faults = &state.gateways.sandbox.faults;
     let amount = if faults.take_wrong_amount() {
-        format!("{}1", d.amount)
+        // One minor unit more: well-formed in the currency, but not what the payment asks.
+        match d.amount.parse::<rust_decimal::Decimal>() {
+            Ok(a) => (a + rust_decimal::Decimal::new(1, a.scale())).to_string(),
+            Err(_) => d.amount.clone(),
+        }
     } else {
         d.amount.clone()
     };

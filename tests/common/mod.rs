@@ -131,6 +131,8 @@ pub fn raw_config(
         data_dir: std::env::temp_dir().join("ledger-tests"),
         public_url: Some(format!("http://{addr}")),
         db_max_connections: "10".into(),
+        tls_cert: None,
+        tls_key: None,
     }
 }
 
