@@ -156,9 +156,7 @@ impl Projector {
         {
             return Err(StoreError::Unavailable("injected projector crash".into()));
         }
-        for name in PROJECTIONS {
-            store::advance_checkpoint(&mut *tx, name, last).await?;
-        }
+        store::advance_checkpoints(&mut *tx, &PROJECTIONS, last).await?;
         tx.commit().await?;
         self.cache.invalidate(events.iter().map(|e| e.stream_id));
         self.invalidated.fetch_max(last, Ordering::AcqRel);

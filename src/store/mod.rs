@@ -196,6 +196,28 @@ pub async fn checkpoint(pool: &PgPool, name: &str) -> Result<i64, StoreError> {
 }
 
 /// Moves a checkpoint forward (never backwards: a late writer cannot undo progress).
+/// Moves several checkpoints to `position` in one statement (never backwards).
+pub async fn advance_checkpoints<'e, E>(
+    executor: E,
+    names: &[&str],
+    position: i64,
+) -> Result<(), StoreError>
+where
+    E: sqlx::PgExecutor<'e>,
+{
+    sqlx::query(
+        "INSERT INTO checkpoints (name, position, updated_at) \
+         SELECT n, $2, now() FROM UNNEST($1::text[]) AS n \
+         ON CONFLICT (name) DO UPDATE SET position = GREATEST(checkpoints.position, EXCLUDED.position), \
+         updated_at = now()",
+    )
+    .bind(names)
+    .bind(position)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
 pub async fn advance_checkpoint<'e, E>(
     executor: E,
     name: &str,
