@@ -195,8 +195,8 @@ pub async fn checkpoint(pool: &PgPool, name: &str) -> Result<i64, StoreError> {
     Ok(pos.unwrap_or(0))
 }
 
-/// Moves a checkpoint forward (never backwards: a late writer cannot undo progress).
-/// Moves several checkpoints to `position` in one statement (never backwards).
+/// Moves several checkpoints to `position` in one statement, never backwards: a late writer
+/// cannot undo progress.
 pub async fn advance_checkpoints<'e, E>(
     executor: E,
     names: &[&str],
@@ -218,6 +218,7 @@ where
     Ok(())
 }
 
+/// Moves one checkpoint forward (never backwards).
 pub async fn advance_checkpoint<'e, E>(
     executor: E,
     name: &str,
@@ -226,14 +227,5 @@ pub async fn advance_checkpoint<'e, E>(
 where
     E: sqlx::PgExecutor<'e>,
 {
-    sqlx::query(
-        "INSERT INTO checkpoints (name, position, updated_at) VALUES ($1, $2, now()) \
-         ON CONFLICT (name) DO UPDATE SET position = GREATEST(checkpoints.position, EXCLUDED.position), \
-         updated_at = now()",
-    )
-    .bind(name)
-    .bind(position)
-    .execute(executor)
-    .await?;
-    Ok(())
+    advance_checkpoints(executor, &[name], position).await
 }
