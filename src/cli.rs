@@ -64,6 +64,35 @@ pub enum Command {
     },
     /// The load harness: starts the service on a fresh database and measures it (BENCHMARKS.md).
     Bench(crate::bench::BenchArgs),
+    /// Match a gateway settlement file against the ledger (exit 1 on any mismatch, 2 on a bad
+    /// file). Columns: payment_no, gateway_trade_no (refund_no for refunds), type
+    /// (payment|refund), amount, fee, settled_at.
+    Reconcile {
+        /// The settlement CSV file.
+        #[arg(long)]
+        settlement: PathBuf,
+        #[arg(long, value_enum, default_value = "table")]
+        format: crate::reconcile::Format,
+        /// Only ledger items settled at or after this RFC 3339 time.
+        #[arg(long)]
+        start_time: Option<String>,
+        /// Only ledger items settled before this RFC 3339 time.
+        #[arg(long)]
+        end_time: Option<String>,
+    },
+    /// Drive realistic traffic against a running service, then show totals, verify the chain
+    /// and reconcile a settlement file of what was paid and refunded.
+    Demo {
+        /// Base URL of the service (default http://LEDGER_BIND).
+        #[arg(long, env = "LEDGER_URL")]
+        url: Option<String>,
+        /// How many payments to create.
+        #[arg(long, default_value_t = 200)]
+        payments: usize,
+        /// Where to write the settlement file (default: in LEDGER_DATA_DIR).
+        #[arg(long)]
+        settlement: Option<PathBuf>,
+    },
 }
 
 /// Runs the parsed command; the process exit code is what it returns.
@@ -171,6 +200,66 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             .await
         }
         Command::Bench(args) => crate::bench::run(&cli.config, args).await,
+        Command::Reconcile {
+            settlement,
+            format,
+            start_time,
+            end_time,
+        } => {
+            let time = |name: &str, v: Option<String>| -> anyhow::Result<_> {
+                v.map(|t| {
+                    chrono::DateTime::parse_from_rfc3339(&t)
+                        .map(|t| t.with_timezone(&chrono::Utc))
+                        .map_err(|e| {
+                            anyhow::anyhow!("--{name}: {t:?} is not an RFC 3339 time: {e}")
+                        })
+                })
+                .transpose()
+            };
+            let start = time("start-time", start_time)?;
+            let end = time("end-time", end_time)?;
+            let pool = crate::store::connect(&cli.config.database_url, 2, false).await?;
+            crate::reconcile::run(
+                &pool,
+                &settlement,
+                format,
+                start,
+                end,
+                &mut std::io::stdout(),
+            )
+            .await
+        }
+        Command::Demo {
+            url,
+            payments,
+            settlement,
+        } => {
+            let base = url.unwrap_or_else(|| format!("http://{}", cli.config.bind));
+            let (key_id, secret) = crate::config::client_credentials(&cli.config.data_dir)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "LEDGER_KEY_ID / LEDGER_SECRET: not set (and no development credentials in {}; start `ledger serve` once)",
+                        cli.config.data_dir.display()
+                    )
+                })?;
+            let mut gateways = Vec::new();
+            for m in crate::domain::PaymentMethod::ALL {
+                let (id, secret) = crate::client::gateway_credentials(&cli.config, m.name())?;
+                gateways.push((m, crate::client::Client::new(&base, &id, &secret)));
+            }
+            let pool = crate::store::connect(&cli.config.database_url, 2, false).await?;
+            let demo = crate::demo::Demo {
+                client: crate::client::Client::new(&base, &key_id, &secret),
+                gateways,
+                pool,
+                payments,
+                settlement: settlement
+                    .unwrap_or_else(|| cli.config.data_dir.join("demo-settlement.csv")),
+                progress: true,
+            };
+            let summary = crate::demo::run(&demo, &mut std::io::stdout()).await?;
+            Ok(summary.exit_code())
+        }
     }
 }
 
