@@ -80,7 +80,13 @@ pub async fn verify_log(
         checked += 1;
         if broken.is_none() {
             if let Some(problem) = check_row(&row, expected_position, &streams) {
-                broken = Some((row.position, problem));
+                // A hole is located at the first missing position, not at the event after it.
+                let at = if row.position > expected_position {
+                    expected_position
+                } else {
+                    row.position
+                };
+                broken = Some((at, problem));
             }
         }
         expected_position = row.position + 1;
@@ -114,11 +120,19 @@ fn check_row(
     streams: &HashMap<Uuid, (i32, String)>,
 ) -> Option<String> {
     if row.position != expected_position {
-        return Some(format!(
-            "position {} follows {}: events are missing or reordered",
-            row.position,
-            expected_position - 1
-        ));
+        return Some(if row.position > expected_position {
+            format!(
+                "position {expected_position} is missing: the event after {} is at {}",
+                expected_position - 1,
+                row.position
+            )
+        } else {
+            format!(
+                "position {} follows {}: events are reordered",
+                row.position,
+                expected_position - 1
+            )
+        });
     }
     if sha256_hex(row.canonical.as_bytes()) != row.hash {
         return Some("hash does not match the event's canonical bytes".into());
