@@ -498,6 +498,52 @@ proptest! {
         }
     }
 
+    /// The double-entry ledger over any history the domain allows: every event's postings net
+    /// to zero, so the trial balance is always zero, and each account says what the payment's
+    /// state says (clearing = paid − refunded, payable = refunds in flight).
+    #[test]
+    fn ledger_postings_of_any_history_balance_and_agree_with_the_state(
+        create in create_strategy(),
+        ops in vec(op_strategy(), 0..STEPS_MAX),
+    ) {
+        use ledger::projections::ledger_entries::{
+            postings, GATEWAY_CLEARING, MERCHANT_REVENUE, REFUNDS_PAYABLE,
+        };
+        let mut state = fold(&decide(&None, &create_command(&create)).expect("a valid create"));
+        let mut accounts: std::collections::BTreeMap<&str, Decimal> = Default::default();
+        for (step, op) in ops.iter().enumerate() {
+            let before = state.clone().expect("created");
+            let command = command_for(op, &before, step, &create);
+            let Ok(new_events) = decide(&state, &command) else { continue };
+            for event in &new_events {
+                let lines = postings(event, Some(before.amount.amount()));
+                let net: Decimal = lines.iter().map(|l| l.1).sum();
+                prop_assert_eq!(net, Decimal::ZERO, "postings of {:?} net to zero", event);
+                for (account, amount) in lines {
+                    *accounts.entry(account).or_default() += amount;
+                }
+                state = evolve(state, event);
+            }
+            let p = state.as_ref().expect("created");
+            let total: Decimal = accounts.values().copied().sum();
+            prop_assert_eq!(total, Decimal::ZERO, "trial balance");
+            let paid = if p.paid_at.is_some() { p.amount.amount() } else { Decimal::ZERO };
+            let in_flight: Decimal = p
+                .refunds
+                .iter()
+                .filter(|r| r.status == RefundStatus::Processing)
+                .map(|r| r.amount)
+                .sum();
+            let get = |a: &str| accounts.get(a).copied().unwrap_or_default();
+            prop_assert_eq!(get(GATEWAY_CLEARING), paid - p.refunded_amount());
+            prop_assert_eq!(get(REFUNDS_PAYABLE), -in_flight);
+            prop_assert_eq!(
+                get(MERCHANT_REVENUE),
+                -(paid - p.refunded_amount() - in_flight)
+            );
+        }
+    }
+
     #[test]
     fn valid_amounts_round_trip_at_each_currency_scale(
         currency in prop::sample::select(Currency::all().collect::<Vec<_>>()),
