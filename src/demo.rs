@@ -320,7 +320,7 @@ pub async fn run(demo: &Demo, out: &mut dyn Write) -> anyhow::Result<Summary> {
     {
         writeln!(
             out,
-            "  {}  paid {:>4} × = {:>14}  refunded {:>14}  net {:>14}  matches {}",
+            "  {}  paid {:>4} payments {:>14}  refunded {:>14}  net {:>14}  matches {}",
             c["currency"].as_str().unwrap_or("?"),
             c["paid_count"],
             c["paid_amount"].as_str().unwrap_or("?"),

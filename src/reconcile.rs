@@ -514,7 +514,7 @@ pub fn render(report: &Report, format: Format, out: &mut dyn Write) -> std::io::
             writeln!(out, "settlement lines: {}", report.lines)?;
             writeln!(
                 out,
-                "settled payments {}  refunds {}  fees {}",
+                "file sums (as written, all currencies together): payments {}  refunds {}  fees {}",
                 report.settled_payments, report.settled_refunds, report.fees
             )?;
             writeln!(out)?;
