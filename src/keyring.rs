@@ -101,6 +101,15 @@ impl Keyring {
         .bind(ERASED)
         .fetch_all(&mut *tx)
         .await?;
+        // Every node's detail cache may still hold the masked payer; the nodes clear their
+        // caches when this generation moves (as after a replay), within one poll interval.
+        sqlx::query(
+            "INSERT INTO checkpoints (name, position) VALUES ($1, 1) ON CONFLICT (name) \
+             DO UPDATE SET position = checkpoints.position + 1, updated_at = now()",
+        )
+        .bind(crate::replay::REPLAY_GENERATION)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(ids)
     }

@@ -104,7 +104,17 @@ pub struct CommandService {
     /// harmless: the append's expected version catches it and we reload.
     states: moka::sync::Cache<Uuid, Arc<Payment>>,
     attempts_max: u32,
+    /// Commands on one stream run one at a time in this process (striped by stream id).
+    /// Without this, N concurrent commands on one hot payment retry in rounds in which only
+    /// one of them wins each group commit, and the last of a hundred racing refunds runs out
+    /// of `attempts_max` (a 503 instead of its answer). Other nodes still race through the
+    /// expected version; a tokio mutex because it is held across the append, and fair, so
+    /// no command waits forever.
+    stream_turns: Arc<[tokio::sync::Mutex<()>]>,
 }
+
+/// Stripes of `stream_turns`: unrelated payments rarely share one.
+const STREAM_TURN_STRIPES: usize = 1024;
 
 pub const ORDER_SCOPE: &str = "order";
 pub const CALLBACK_SCOPE: &str = "callback";
@@ -116,6 +126,9 @@ impl CommandService {
             writer,
             states: moka::sync::Cache::new(capacity),
             attempts_max,
+            stream_turns: (0..STREAM_TURN_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
         }
     }
 
@@ -149,6 +162,8 @@ impl CommandService {
         meta: &Meta,
         idempotent: Option<&Idempotent>,
     ) -> Result<Outcome, CommandError> {
+        let stripe = (stream_id.as_u128() % STREAM_TURN_STRIPES as u128) as usize;
+        let _turn = self.stream_turns[stripe].lock().await;
         let metadata = meta.to_json();
         let mut fresh = false;
         for _attempt in 0..self.attempts_max {

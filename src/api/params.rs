@@ -17,8 +17,32 @@ pub fn json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
             "request body is empty; expected a JSON object".into(),
         ));
     }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "invalid JSON body: {}",
+            without_values(&e.to_string())
+        ))
+    })
+}
+
+/// serde's "invalid type" and "invalid value" messages quote the value the client sent
+/// (`string "4111 1111 1111 1111"`, ``integer `4111111111111111` ``), which may be a card
+/// number or a name sent in the wrong place; error bodies (and the idempotent replays stored
+/// from them) must never carry payer data (SPEC §7). Keep the kind, drop the value.
+fn without_values(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        let Some(rest) = message.strip_prefix(prefix) else {
+            continue;
+        };
+        // The last ", expected" is serde's own: a quoted value comes before it.
+        let Some(at) = rest.rfind(", expected") else {
+            return format!("{prefix}value");
+        };
+        let kind = rest[..at].split(['`', '"']).next().unwrap_or("").trim();
+        let kind = if kind.is_empty() { "value" } else { kind };
+        return format!("{prefix}{kind}{}", &rest[at..]);
+    }
+    message.to_owned()
 }
 
 /// An amount as the client sent it: a JSON number or a string, kept as exact text (a JSON
@@ -147,6 +171,29 @@ mod tests {
         assert_eq!(a.amount.0, "1e2");
         assert!(serde_json::from_str::<A>(r#"{"amount": true}"#).is_err());
         assert!(serde_json::from_str::<A>(r#"{"amount": null}"#).is_err());
+    }
+
+    #[test]
+    fn body_errors_name_the_kind_of_a_wrong_value_never_the_value() {
+        #[derive(Deserialize)]
+        #[allow(dead_code)]
+        struct P {
+            payer: Option<A>,
+        }
+        for (body, kind) in [
+            (r#"{"payer": "4111 1111 1111 1111"}"#, "string"),
+            (r#"{"payer": 4111111111111111}"#, "integer"),
+            (r#"{"payer": "a, expected x"}"#, "string"),
+        ] {
+            let Err(ApiError::BadRequest(m)) = json::<P>(&Bytes::from(body)) else {
+                panic!("{body} must be refused");
+            };
+            assert!(!m.contains("4111") && !m.contains("a, expected"), "{m}");
+            assert!(
+                m.contains(&format!("invalid type: {kind}, expected")),
+                "{m}"
+            );
+        }
     }
 
     #[test]
