@@ -6,9 +6,6 @@
 mod common;
 
 use std::collections::{BTreeSet, HashSet};
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -16,6 +13,7 @@ use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use async_nats::jetstream::{self, Context};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use common::nats::PrivateNats;
 use common::{data, Options, TestApp, NATS_URL};
 use futures::StreamExt;
 use ledger::bus::RELAY_CHECKPOINT;
@@ -28,7 +26,6 @@ use uuid::Uuid;
 
 const WAIT_MAX: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(50);
-const NATS_SERVER: &str = "/usr/sbin/nats-server";
 
 /// The keys of a published envelope, no more and no fewer.
 const ENVELOPE_KEYS: [&str; 10] = [
@@ -351,98 +348,6 @@ async fn every_committed_event_reaches_jetstream_once_with_its_envelope_and_mess
 // ---------------------------------------------------------------------------------------
 // NATS outage
 // ---------------------------------------------------------------------------------------
-
-/// A nats-server of this test's own, killed when the test ends however it ends.
-struct PrivateNats {
-    port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl PrivateNats {
-    async fn start() -> PrivateNats {
-        let mut nats = PrivateNats::reserve();
-        nats.launch().await;
-        nats
-    }
-
-    /// A port and a store dir for a server that is not running yet.
-    fn reserve() -> PrivateNats {
-        // Take a free port from the kernel and release it for the server.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let dir = std::env::temp_dir().join(format!("ledger-nats-{}", Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).expect("store dir");
-        PrivateNats {
-            port,
-            dir,
-            child: None,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts the server on the same port and store dir and waits (bounded) until it listens.
-    async fn launch(&mut self) {
-        assert!(self.child.is_none(), "already running");
-        let child = Command::new(NATS_SERVER)
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nats-server");
-        self.child = Some(child);
-        let deadline = tokio::time::Instant::now() + WAIT_MAX;
-        loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!("nats-server exited at start: {status}");
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "nats-server did not listen in time"
-            );
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    /// SIGKILL: a crash, not a shutdown.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PrivateNats {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_outage_loses_and_duplicates_nothing_and_never_blocks_writes() {

@@ -19,13 +19,11 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::nats::PrivateNats;
 use common::{data, Options, TestApp, TestDb, ADMIN_URL};
 use futures::future::join_all;
 use futures::StreamExt;
@@ -43,7 +41,6 @@ use uuid::Uuid;
 /// Upper bound of every wait in this file (generous: these are not timing assertions).
 const WAIT_MAX: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(20);
-const NATS_SERVER: &str = "/usr/sbin/nats-server";
 
 /// Soak mode: `LEDGER_SOAK=1` (or `true`).
 fn soak() -> bool {
@@ -545,77 +542,6 @@ async fn torture_a_hundred_concurrent_refunds_never_refund_more_than_was_paid() 
 // ---------------------------------------------------------------------------------------
 // 3. NATS down and killed mid-burst; projector crashing mid-batch
 // ---------------------------------------------------------------------------------------
-
-/// A nats-server of this test's own on a free port (the shared one is never touched),
-/// killed when the test ends however it ends.
-struct PrivateNats {
-    port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl PrivateNats {
-    fn reserve() -> PrivateNats {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let dir = std::env::temp_dir().join(format!("ledger-torture-{}", Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).expect("store dir");
-        PrivateNats {
-            port,
-            dir,
-            child: None,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    async fn launch(&mut self) {
-        assert!(self.child.is_none());
-        let child = Command::new(NATS_SERVER)
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nats-server");
-        self.child = Some(child);
-        let deadline = Instant::now() + WAIT_MAX;
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "nats-server did not listen");
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    /// SIGKILL: a crash, not a shutdown.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PrivateNats {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// One payment's worth of traffic: created, paid, and every third one partly refunded.
 async fn payment_traffic(app: &TestApp, i: usize) {

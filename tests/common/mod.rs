@@ -2,6 +2,8 @@
 //! and stream, talks to the real servers, and drops them afterwards.
 #![allow(dead_code)]
 
+pub mod nats;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
