@@ -4,9 +4,10 @@
 //! invariant of the parser, not a statement about the input.
 
 use ledger::api::params::{parse_time, AmountText, Query};
-use ledger::crypto::{payer, signing};
 use ledger::domain::money::{format_amount, parse_decimal};
 use ledger::domain::{Currency, Money, PaymentMethod, PaymentStatus};
+use ledger::signing;
+use ledger::store::sealing as payer;
 
 /// Currencies with 0, 2 and 3 decimal places.
 const CURRENCIES: [&str; 4] = ["JPY", "CNY", "USD", "BHD"];

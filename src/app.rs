@@ -16,11 +16,11 @@ use crate::bus::{self, NatsBus};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::gateway::{sandbox, Gateways, RetryPolicy};
-use crate::keyring::Keyring;
 use crate::projections::cache::ReadCache;
 use crate::projections::runner::{self, Projector};
 use crate::projections::ProjectionContext;
 use crate::service::CommandService;
+use crate::store::keyring::Keyring;
 use crate::store::{self, Writer, WriterConfig};
 
 /// Which parts of the service this process runs.
@@ -61,9 +61,15 @@ pub async fn build(
     let tracker = TaskTracker::new();
 
     let head = store::head_position(&pool).await?;
+    let limits = &settings.limits;
     let writer = Writer::spawn(
         pool.clone(),
-        WriterConfig::default(),
+        WriterConfig {
+            batch_max: limits.writer_batch_max,
+            queue_max: limits.writer_queue_max,
+            lock_timeout: Duration::from_millis(limits.append_lock_timeout_ms),
+            statement_timeout: Duration::from_millis(limits.append_statement_timeout_ms),
+        },
         head,
         cancel.clone(),
         &tracker,
@@ -99,8 +105,16 @@ pub async fn build(
         None => None,
     };
     let wake = Arc::new(Notify::new());
-    let sandbox = Arc::new(sandbox::Sandbox::new(&settings.public_url, sandbox_faults));
-    let gateways = Arc::new(Gateways::sandbox(sandbox, RetryPolicy::default()));
+    let sandbox = Arc::new(sandbox::Sandbox::bounded(
+        &settings.public_url,
+        sandbox_faults,
+        limits.sandbox_entries_max,
+    ));
+    let retry = RetryPolicy {
+        call_timeout: limits.gateway_call_timeout(),
+        ..RetryPolicy::default()
+    };
+    let gateways = Arc::new(Gateways::sandbox(sandbox, retry));
 
     let runs_projector = matches!(role, ServeRole::Projector | ServeRole::All);
     if runs_projector {
@@ -119,12 +133,24 @@ pub async fn build(
                 cancel.clone(),
             ));
         }
-        tracker.spawn(crate::gateway::refunds::run(
-            pool.clone(),
-            commands.clone(),
-            gateways.clone(),
-            cancel.clone(),
-        ));
+        let refunds = crate::gateway::refunds::RefundDriver {
+            pool: pool.clone(),
+            commands: commands.clone(),
+            gateways: gateways.clone(),
+            concurrency_max: limits.refund_concurrency_max,
+            backoff_max: Duration::from_secs(limits.refund_backoff_max_secs),
+        };
+        tracker.spawn(refunds.run(cancel.clone()));
+        if let Some(ttl) = settings.payment_ttl {
+            let expiry = crate::gateway::expiry::ExpiryDriver {
+                pool: pool.clone(),
+                commands: commands.clone(),
+                gateways: gateways.clone(),
+                ttl,
+                backoff_max: Duration::from_secs(limits.refund_backoff_max_secs),
+            };
+            tracker.spawn(expiry.run(cancel.clone()));
+        }
     } else {
         tracker.spawn(runner::follow_remote(
             pool.clone(),
@@ -165,6 +191,8 @@ pub async fn build(
 
     let state = Arc::new(AppState {
         keyring: Keyring::new(pool.clone(), settings.master_key.clone()),
+        key_turns: crate::api::pipeline::KeyTurns::default(),
+        id_secret: settings.master_key.derive("ids"),
         settings,
         pool,
         commands,

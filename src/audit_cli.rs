@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::RawConfig;
-use crate::crypto::digest::{verify_digest, verify_digest_with_key, SignedDigest};
+use crate::store::digest::{verify_digest, verify_digest_with_key, SignedDigest};
 use crate::store::verify::verify_log;
 
 pub async fn verify(
@@ -42,9 +42,7 @@ pub async fn verify(
         }
         None => None,
     };
-    let total: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events")
-        .fetch_one(&pool)
-        .await?;
+    let total = crate::store::head_position(&pool).await?;
     let bar = ProgressBar::new(total.max(0) as u64);
     bar.set_style(
         ProgressStyle::with_template(

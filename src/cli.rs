@@ -63,7 +63,13 @@ pub enum Command {
         gateway: Option<String>,
     },
     /// The load harness: starts the service on a fresh database and measures it (BENCHMARKS.md).
-    Bench(crate::bench::BenchArgs),
+    /// It is its own binary, `ledger-bench`, built next to this one by `cargo build --release`;
+    /// this verb runs it with the same arguments (`ledger bench --help` shows them).
+    #[command(disable_help_flag = true)]
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Match a gateway settlement file against the ledger (exit 1 on any mismatch, 2 on a bad
     /// file). Columns: payment_no, gateway_trade_no (refund_no for refunds), type
     /// (payment|refund), amount, fee, settled_at.
@@ -142,7 +148,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let ctx = crate::projections::ProjectionContext {
                 master_key: settings.master_key.clone(),
             };
-            let report = crate::replay::replay(&pool, &ctx, check, true).await?;
+            let report = crate::projections::replay::replay(&pool, &ctx, check, true).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             for d in &report.drift {
                 if d.differing_rows > 0 {
@@ -168,8 +174,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Shred { user } => {
             let settings = cli.config.resolve()?;
             let pool = crate::store::connect(&settings.database_url, 2, false).await?;
-            let keyring = crate::keyring::Keyring::new(pool, settings.master_key.clone());
-            let erased = keyring.shred(&user).await?;
+            let erased = crate::projections::shred::shred_user(&pool, &user).await?;
             println!(
                 "shredded the data key of user {user:?}; {} payment(s) now show [erased]",
                 erased.len()
@@ -199,7 +204,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             )
             .await
         }
-        Command::Bench(args) => crate::bench::run(&cli.config, args).await,
+        Command::Bench { args } => run_bench(&cli.config, &args),
         Command::Reconcile {
             settlement,
             format,
@@ -261,6 +266,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(summary.exit_code())
         }
     }
+}
+
+/// Runs the `ledger-bench` binary that `cargo build --release` puts next to this one, with
+/// the same arguments; the settings given as flags travel as their environment variables.
+fn run_bench(config: &RawConfig, args: &[String]) -> anyhow::Result<i32> {
+    let exe = std::env::current_exe()?;
+    let bench = exe.with_file_name(format!("ledger-bench{}", std::env::consts::EXE_SUFFIX));
+    if !bench.exists() {
+        anyhow::bail!(
+            "the load harness is its own binary and {} is missing: build it with \
+             `cargo build --release -p ledger-bench` (add `--features peer` for the cqrs-es row)",
+            bench.display()
+        );
+    }
+    let status = std::process::Command::new(&bench)
+        .args(args)
+        .envs(config.to_env())
+        .status()
+        .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", bench.display()))?;
+    Ok(status.code().unwrap_or(2))
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use crate::config::{client_credentials, RawConfig};
-use crate::crypto::signing;
+use crate::signing;
 
 #[derive(Clone)]
 pub struct Client {

@@ -1,18 +1,20 @@
-//! Configuration from the environment (SPEC §9), resolved once at start-up.
+//! Configuration from the environment (SPEC §9), typed at the edge.
 //!
-//! Every setting is read as text by clap and then parsed here, so that a malformed value stops
-//! start-up with one line naming the environment variable. Every limit and timeout lives here
-//! with its default and the reason for it.
+//! Every setting is a clap argument that is also an environment variable, parsed by a typed
+//! value parser whose error names the variable, so a malformed value stops start-up with one
+//! line naming it. Every bound lives in [`Limits`], each with its default and the reason for
+//! it, each settable from the environment (README "Configuration" lists them). `resolve`
+//! then checks what spans several settings and generates development keys where allowed.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::crypto::digest::SigningKey;
-use crate::crypto::payer::MasterKey;
-use crate::crypto::signing::new_nonce;
 use crate::domain::PaymentMethod;
+use crate::signing::new_nonce;
+use crate::store::digest::SigningKey;
+use crate::store::sealing::MasterKey;
 
 /// A role an API key can hold (SPEC §6). `Admin` may do everything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -52,6 +54,8 @@ pub struct ApiKey {
     pub key_id: String,
     pub secret: String,
     pub role: Role,
+    /// A client key bound to a merchant sees only the payments it created.
+    pub merchant: Option<String>,
 }
 
 impl std::fmt::Debug for ApiKey {
@@ -59,27 +63,199 @@ impl std::fmt::Debug for ApiKey {
         f.debug_struct("ApiKey")
             .field("key_id", &self.key_id)
             .field("role", &self.role)
+            .field("merchant", &self.merchant)
             .finish_non_exhaustive()
     }
 }
 
-/// The environment, as clap reads it. Everything is text until `resolve`.
-#[derive(clap::Args, Debug, Clone, Default)]
+/// Shortest secret accepted for an API key or a gateway (a guessable secret is no secret).
+pub const SECRET_CHARS_MIN: usize = 8;
+
+/// Whether the built-in sandbox gateway runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SandboxMode {
+    On,
+    Off,
+}
+
+/// The environment the service runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Environment {
+    Development,
+    #[value(alias = "dev")]
+    Dev,
+    Test,
+    Production,
+}
+
+/// Every bound of the service (TIGER_STYLE): sizes, queues, batches, waits and timeouts, each
+/// with its unit last in its name and its environment variable.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Limits {
+    /// Largest accepted request body in bytes (SPEC §5: 64 KiB).
+    #[arg(long, env = "LEDGER_BODY_BYTES_MAX", default_value_t = 64 * 1024)]
+    pub body_bytes_max: usize,
+    /// Largest settlement file the console may upload, in bytes.
+    #[arg(long, env = "LEDGER_UPLOAD_BYTES_MAX", default_value_t = 8 * 1024 * 1024)]
+    pub upload_bytes_max: usize,
+    /// Signed timestamps further than this from the server clock are refused (SPEC §6).
+    #[arg(long, env = "LEDGER_TIMESTAMP_WINDOW_SECS", default_value_t = 300)]
+    pub timestamp_window_secs: u64,
+    /// Clock difference between nodes that nonces are kept beyond the window for.
+    #[arg(long, env = "LEDGER_CLOCK_SKEW_MARGIN_SECS", default_value_t = 60)]
+    pub clock_skew_margin_secs: u64,
+    /// Longest a POST waits for the read models to include its change before answering.
+    #[arg(long, env = "LEDGER_READ_YOUR_WRITES_WAIT_MS", default_value_t = 5_000)]
+    pub read_your_writes_wait_ms: u64,
+    /// Longest a GET with `min_position` waits.
+    #[arg(long, env = "LEDGER_MIN_POSITION_WAIT_MS", default_value_t = 5_000)]
+    pub min_position_wait_ms: u64,
+    /// Longest a duplicate idempotent request waits in this process for the first one.
+    #[arg(long, env = "LEDGER_IDEMPOTENCY_WAIT_MS", default_value_t = 10_000)]
+    pub idempotency_wait_ms: u64,
+    /// Attempts of a command against fresh state after version conflicts.
+    #[arg(long, env = "LEDGER_COMMAND_ATTEMPTS_MAX", default_value_t = 32)]
+    pub command_attempts_max: u32,
+    /// Appends committed in one group-commit transaction.
+    #[arg(long, env = "LEDGER_WRITER_BATCH_MAX", default_value_t = 512)]
+    pub writer_batch_max: usize,
+    /// Appends waiting for the writer; beyond it senders wait (back-pressure).
+    #[arg(long, env = "LEDGER_WRITER_QUEUE_MAX", default_value_t = 8192)]
+    pub writer_queue_max: usize,
+    /// Longest an append transaction waits for the append lock (`lock_timeout`), so that a
+    /// stalled holder on any node cannot block every node for long.
+    #[arg(long, env = "LEDGER_APPEND_LOCK_TIMEOUT_MS", default_value_t = 5_000)]
+    pub append_lock_timeout_ms: u64,
+    /// Longest any statement of an append transaction runs (`statement_timeout`).
+    #[arg(
+        long,
+        env = "LEDGER_APPEND_STATEMENT_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub append_statement_timeout_ms: u64,
+    /// Events the projector applies in one transaction.
+    #[arg(long, env = "LEDGER_PROJECTION_BATCH_MAX", default_value_t = 1000)]
+    pub projection_batch_max: i64,
+    /// Events the relay publishes before awaiting acks.
+    #[arg(long, env = "LEDGER_RELAY_BATCH_MAX", default_value_t = 500)]
+    pub relay_batch_max: i64,
+    /// Page size limit of lists (SPEC §5).
+    #[arg(long, env = "LEDGER_PAGE_SIZE_MAX", default_value_t = 100)]
+    pub page_size_max: u32,
+    /// Deepest row a page-numbered list reaches ((page − 1) × size); beyond it use `after=`.
+    #[arg(long, env = "LEDGER_PAGE_OFFSET_MAX", default_value_t = 10_000)]
+    pub page_offset_max: u32,
+    /// Limit of `/events` pages (SPEC §11).
+    #[arg(long, env = "LEDGER_EVENTS_LIMIT_MAX", default_value_t = 1000)]
+    pub events_limit_max: i64,
+    /// Requests served at once; beyond it they queue (bounded by the OS backlog).
+    #[arg(long, env = "LEDGER_CONCURRENT_REQUESTS_MAX", default_value_t = 4096)]
+    pub concurrent_requests_max: usize,
+    /// Open connections one peer address may hold.
+    #[arg(long, env = "LEDGER_CONNECTIONS_PER_PEER_MAX", default_value_t = 256)]
+    pub connections_per_peer_max: usize,
+    /// Longest a client may take to send the request line and headers.
+    #[arg(long, env = "LEDGER_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+    /// Longest a client may take to send the body.
+    #[arg(long, env = "LEDGER_BODY_READ_TIMEOUT_MS", default_value_t = 30_000)]
+    pub body_read_timeout_ms: u64,
+    /// Longest a request may take in all before it is answered 503.
+    #[arg(long, env = "LEDGER_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
+    /// Longest one call to a payment gateway may take.
+    #[arg(long, env = "LEDGER_GATEWAY_CALL_TIMEOUT_MS", default_value_t = 10_000)]
+    pub gateway_call_timeout_ms: u64,
+    /// Longest wait between two attempts of one refund (backoff doubles up to it).
+    #[arg(long, env = "LEDGER_REFUND_BACKOFF_MAX_SECS", default_value_t = 300)]
+    pub refund_backoff_max_secs: u64,
+    /// Refunds the refund driver works on at once.
+    #[arg(long, env = "LEDGER_REFUND_CONCURRENCY_MAX", default_value_t = 16)]
+    pub refund_concurrency_max: usize,
+    /// Chain verifications (`/audit/verify`, `/audit/digest`) running at once; others wait.
+    #[arg(long, env = "LEDGER_VERIFY_CONCURRENT_MAX", default_value_t = 1)]
+    pub verify_concurrent_max: usize,
+    /// Longest a verification waits for its turn before a 429.
+    #[arg(long, env = "LEDGER_VERIFY_WAIT_MS", default_value_t = 2_000)]
+    pub verify_wait_ms: u64,
+    /// Orders and refunds the sandbox gateway remembers (oldest forgotten first).
+    #[arg(long, env = "LEDGER_SANDBOX_ENTRIES_MAX", default_value_t = 100_000)]
+    pub sandbox_entries_max: usize,
+    /// Events a replay's catch-up reads at a time while it holds its lock.
+    #[arg(long, env = "LEDGER_REPLAY_CATCHUP_BATCH_MAX", default_value_t = 5_000)]
+    pub replay_catchup_batch_max: i64,
+    /// How long a member portal link lives.
+    #[arg(long, env = "LEDGER_PORTAL_TTL_SECS", default_value_t = 900)]
+    pub portal_ttl_secs: u64,
+    /// A console session ends after this long without a request.
+    #[arg(long, env = "LEDGER_CONSOLE_IDLE_SECS", default_value_t = 1800)]
+    pub console_idle_secs: u64,
+    /// Failed console sign-ins per key id (and per address) in a 15-minute window.
+    #[arg(long, env = "LEDGER_SIGNIN_FAILURES_MAX", default_value_t = 5)]
+    pub signin_failures_max: u32,
+    /// How long shutdown waits for background tasks (SPEC §11: exit within 30 s).
+    #[arg(long, env = "LEDGER_SHUTDOWN_DEADLINE_SECS", default_value_t = 25)]
+    pub shutdown_deadline_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            limits: Limits,
+        }
+        <Only as clap::Parser>::parse_from(["ledger"]).limits
+    }
+}
+
+impl Limits {
+    pub fn timestamp_window(&self) -> Duration {
+        Duration::from_secs(self.timestamp_window_secs)
+    }
+    pub fn read_your_writes_wait(&self) -> Duration {
+        Duration::from_millis(self.read_your_writes_wait_ms)
+    }
+    pub fn min_position_wait(&self) -> Duration {
+        Duration::from_millis(self.min_position_wait_ms)
+    }
+    pub fn idempotency_wait(&self) -> Duration {
+        Duration::from_millis(self.idempotency_wait_ms)
+    }
+    pub fn gateway_call_timeout(&self) -> Duration {
+        Duration::from_millis(self.gateway_call_timeout_ms)
+    }
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+    pub fn shutdown_deadline(&self) -> Duration {
+        Duration::from_secs(self.shutdown_deadline_secs)
+    }
+}
+
+/// The environment, as clap reads it: every field typed, every field also an environment
+/// variable. Secrets are `hide_env_values` so `--help` never prints them.
+#[derive(clap::Args, Debug, Clone)]
 pub struct RawConfig {
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/ledger"
+        default_value = "postgres://postgres@127.0.0.1:5432/ledger",
+        value_parser = database_url
     )]
     pub database_url: String,
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    /// `none` runs single-node with the in-process bus.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222", value_parser = nats_url)]
     pub nats_url: String,
-    #[arg(long, env = "LEDGER_BIND", default_value = "127.0.0.1:8080")]
-    pub bind: String,
-    #[arg(long, env = "LEDGER_NATS_PREFIX", default_value = "ledger")]
+    #[arg(long, env = "LEDGER_BIND", default_value = "127.0.0.1:8080", value_parser = socket_addr("LEDGER_BIND"))]
+    pub bind: SocketAddr,
+    #[arg(long, env = "LEDGER_NATS_PREFIX", default_value = "ledger", value_parser = subject_prefix)]
     pub nats_prefix: String,
-    #[arg(long, env = "LEDGER_NATS_STREAM", default_value = "LEDGER_EVENTS")]
+    #[arg(long, env = "LEDGER_NATS_STREAM", default_value = "LEDGER_EVENTS", value_parser = stream_name)]
     pub nats_stream: String,
+    /// Replicas of the JetStream stream (3 in a NATS cluster).
+    #[arg(long, env = "LEDGER_NATS_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub nats_replicas: u8,
     #[arg(long, env = "LEDGER_API_KEYS", hide_env_values = true)]
     pub api_keys: Option<String>,
     #[arg(long, env = "LEDGER_GATEWAY_SECRETS", hide_env_values = true)]
@@ -88,34 +264,158 @@ pub struct RawConfig {
     pub master_key: Option<String>,
     #[arg(long, env = "LEDGER_SIGNING_KEY", hide_env_values = true)]
     pub signing_key: Option<String>,
-    #[arg(long, env = "LEDGER_CACHE_TTL_SECS", default_value = "1800")]
-    pub cache_ttl_secs: String,
-    #[arg(long, env = "LEDGER_CACHE_CAPACITY", default_value = "100000")]
-    pub cache_capacity: String,
-    /// `production` refuses to start without explicit keys.
-    #[arg(long, env = "LEDGER_ENV", default_value = "development")]
-    pub env: String,
+    #[arg(long, env = "LEDGER_CACHE_TTL_SECS", default_value_t = 1800)]
+    pub cache_ttl_secs: u64,
+    #[arg(long, env = "LEDGER_CACHE_CAPACITY", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub cache_capacity: u64,
+    /// `production` refuses to start without explicit keys and with the sandbox on.
+    #[arg(long, env = "LEDGER_ENV", value_enum, default_value = "development")]
+    pub env: Environment,
     /// Where generated development keys are kept.
     #[arg(long, env = "LEDGER_DATA_DIR", default_value = ".ledger-data")]
     pub data_dir: PathBuf,
-    /// Base URL clients reach this service at (payment_url points at its sandbox page).
-    #[arg(long, env = "LEDGER_PUBLIC_URL")]
+    /// Base URL members and clients reach this service at (payment_url, portal links).
+    #[arg(long, env = "LEDGER_PUBLIC_URL", value_parser = public_url)]
     pub public_url: Option<String>,
-    #[arg(long, env = "LEDGER_DB_MAX_CONNECTIONS", default_value = "16")]
-    pub db_max_connections: String,
+    #[arg(long, env = "LEDGER_DB_MAX_CONNECTIONS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(2..=1000))]
+    pub db_max_connections: u32,
     /// PEM certificate chain: with LEDGER_TLS_KEY, the API is served over TLS.
     #[arg(long, env = "LEDGER_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of LEDGER_TLS_CERT.
     #[arg(long, env = "LEDGER_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// Pending payments fail with reason `expired` after this long (0 never expires them).
+    #[arg(long, env = "LEDGER_PAYMENT_TTL_SECS", default_value_t = 1800)]
+    pub payment_ttl_secs: u64,
+    /// The sandbox gateway (`on` by default in development; refused in production).
+    #[arg(long, env = "LEDGER_SANDBOX", value_enum)]
+    pub sandbox: Option<SandboxMode>,
+    /// The sandbox gateway's own signing secret (generated in development).
+    #[arg(long, env = "LEDGER_SANDBOX_SECRET", hide_env_values = true)]
+    pub sandbox_secret: Option<String>,
+    /// Peers whose `X-Forwarded-For` is believed: comma-separated addresses or CIDR blocks.
+    #[arg(long, env = "LEDGER_TRUSTED_PROXIES", default_value = "", value_parser = trusted_proxies)]
+    pub trusted_proxies: TrustedProxies,
+    #[command(flatten)]
+    pub limits: Limits,
+}
+
+impl Default for RawConfig {
+    /// The defaults (and whatever the environment sets), as `ledger` with no flags reads them.
+    fn default() -> Self {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            config: RawConfig,
+        }
+        <Only as clap::Parser>::parse_from(["ledger"]).config
+    }
+}
+
+/// Addresses and blocks whose `X-Forwarded-For` the service believes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrustedProxies(pub Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|n| n.contains(&ip))
+    }
+}
+
+fn trusted_proxies(text: &str) -> Result<TrustedProxies, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            t.parse::<ipnet::IpNet>()
+                .or_else(|_| t.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    format!("LEDGER_TRUSTED_PROXIES: {t:?} is not an IP address or CIDR block")
+                })
+        })
+        .collect::<Result<_, _>>()
+        .map(TrustedProxies)
+}
+
+fn database_url(text: &str) -> Result<String, String> {
+    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        Ok(text.to_owned())
+    } else {
+        Err("DATABASE_URL: must be a postgres:// URL".into())
+    }
+}
+
+fn nats_url(text: &str) -> Result<String, String> {
+    match text.trim() {
+        "" | "none" => Ok("none".into()),
+        url if url.split(',').all(|u| {
+            ["nats://", "tls://", "ws://"]
+                .iter()
+                .any(|s| u.trim().starts_with(s))
+        }) =>
+        {
+            Ok(url.to_owned())
+        }
+        other => Err(format!(
+            "NATS_URL: {other:?} is not a nats:// URL (or several, comma-separated) or none"
+        )),
+    }
+}
+
+fn socket_addr(setting: &'static str) -> impl Fn(&str) -> Result<SocketAddr, String> + Clone {
+    move |text| {
+        text.parse()
+            .map_err(|_| format!("{setting}: {text:?} is not an address like 127.0.0.1:8080"))
+    }
+}
+
+fn subject_prefix(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty()
+        && text.split('.').all(|t| {
+            !t.is_empty()
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        });
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "LEDGER_NATS_PREFIX: {text:?} is not a valid NATS subject prefix (tokens of [A-Za-z0-9_-] joined by dots)"
+        ))
+    }
+}
+
+fn stream_name(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty()
+        && text.len() <= 64
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "LEDGER_NATS_STREAM: {text:?} is not a valid JetStream stream name (1-64 of [A-Za-z0-9_-])"
+        ))
+    }
+}
+
+fn public_url(text: &str) -> Result<String, String> {
+    if text.starts_with("http://") || text.starts_with("https://") {
+        Ok(text.trim_end_matches('/').to_owned())
+    } else {
+        Err(format!("LEDGER_PUBLIC_URL: {text:?} is not an http(s) URL"))
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct NatsSettings {
+    /// One or more server URLs (comma-separated in `NATS_URL`): any reachable one is used.
     pub url: String,
     pub prefix: String,
     pub stream: String,
+    pub replicas: u8,
 }
 
 /// The resolved configuration.
@@ -125,6 +425,7 @@ pub struct Settings {
     pub nats: Option<NatsSettings>,
     pub bind: SocketAddr,
     pub api_keys: HashMap<String, ApiKey>,
+    /// Secrets of the gateways that speak the signed JSON of SPEC §6.
     pub gateway_secrets: HashMap<PaymentMethod, String>,
     pub master_key: MasterKey,
     pub signing_key: SigningKey,
@@ -136,54 +437,11 @@ pub struct Settings {
     pub limits: Limits,
     /// TLS for the API, when LEDGER_TLS_CERT and LEDGER_TLS_KEY are set.
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
-}
-
-/// Bounds on everything (TIGER_STYLE): sizes, waits, retries.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Largest accepted request body (SPEC §5).
-    pub body_bytes_max: usize,
-    /// Signed timestamps further than this from the server clock are refused (SPEC §6).
-    pub timestamp_window: Duration,
-    /// Longest a POST waits for the read models to include its change before answering.
-    pub read_your_writes_wait: Duration,
-    /// Longest a GET with `min_position` waits.
-    pub min_position_wait: Duration,
-    /// Longest a duplicate idempotent request waits for the first one to finish.
-    pub idempotency_wait: Duration,
-    /// How long an idempotency key's owner may run before another request may take over.
-    pub idempotency_lease: Duration,
-    /// Attempts of a command against fresh state after a version conflict.
-    pub command_attempts_max: u32,
-    /// Events a projector applies in one transaction.
-    pub projection_batch_max: i64,
-    /// Events the relay publishes before awaiting acks.
-    pub relay_batch_max: i64,
-    /// Page size limit of lists (SPEC §5).
-    pub page_size_max: u32,
-    /// Limit of `/events` pages (SPEC §11).
-    pub events_limit_max: i64,
-    /// Concurrent requests served; beyond it requests queue (bounded by the OS backlog).
-    pub concurrent_requests_max: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            body_bytes_max: 64 * 1024,
-            timestamp_window: Duration::from_secs(300),
-            read_your_writes_wait: Duration::from_secs(5),
-            min_position_wait: Duration::from_secs(5),
-            idempotency_wait: Duration::from_secs(10),
-            idempotency_lease: Duration::from_secs(30),
-            command_attempts_max: 32,
-            projection_batch_max: 1000,
-            relay_batch_max: 500,
-            page_size_max: 100,
-            events_limit_max: 1000,
-            concurrent_requests_max: 4096,
-        }
-    }
+    /// Pending payments expire after this (None: never).
+    pub payment_ttl: Option<Duration>,
+    /// The sandbox gateway's secret when the sandbox runs.
+    pub sandbox_secret: Option<String>,
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// A start-up error: one line naming the setting.
@@ -202,53 +460,54 @@ pub(crate) fn bad(setting: &'static str, problem: impl Into<String>) -> ConfigEr
 }
 
 impl RawConfig {
-    /// Parses and checks every setting; generates development keys where allowed.
+    /// The settings as environment variables, for a child process (`ledger bench`).
+    pub fn to_env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![
+            ("DATABASE_URL", self.database_url.clone()),
+            ("NATS_URL", self.nats_url.clone()),
+            ("LEDGER_BIND", self.bind.to_string()),
+            ("LEDGER_NATS_PREFIX", self.nats_prefix.clone()),
+            ("LEDGER_NATS_STREAM", self.nats_stream.clone()),
+            ("LEDGER_CACHE_TTL_SECS", self.cache_ttl_secs.to_string()),
+            ("LEDGER_CACHE_CAPACITY", self.cache_capacity.to_string()),
+            ("LEDGER_DATA_DIR", self.data_dir.display().to_string()),
+            (
+                "LEDGER_DB_MAX_CONNECTIONS",
+                self.db_max_connections.to_string(),
+            ),
+        ];
+        let optional = [
+            ("LEDGER_API_KEYS", &self.api_keys),
+            ("LEDGER_GATEWAY_SECRETS", &self.gateway_secrets),
+            ("LEDGER_MASTER_KEY", &self.master_key),
+            ("LEDGER_SIGNING_KEY", &self.signing_key),
+            ("LEDGER_PUBLIC_URL", &self.public_url),
+        ];
+        env.extend(
+            optional
+                .into_iter()
+                .filter_map(|(k, v)| v.clone().map(|v| (k, v))),
+        );
+        env
+    }
+
+    pub fn production(&self) -> bool {
+        self.env == Environment::Production
+    }
+
+    /// Checks what spans several settings, parses the keys, and generates development keys
+    /// where allowed.
     pub fn resolve(&self) -> Result<Settings, ConfigError> {
-        let production = match self.env.as_str() {
-            "production" => true,
-            "development" | "dev" | "test" => false,
-            other => {
-                return Err(bad(
-                    "LEDGER_ENV",
-                    format!("unknown environment {other:?} (use development or production)"),
-                ))
-            }
+        let production = self.production();
+        let nats = match self.nats_url.as_str() {
+            "none" => None,
+            url => Some(NatsSettings {
+                url: url.to_owned(),
+                prefix: self.nats_prefix.clone(),
+                stream: self.nats_stream.clone(),
+                replicas: self.nats_replicas,
+            }),
         };
-        if !self.database_url.starts_with("postgres://")
-            && !self.database_url.starts_with("postgresql://")
-        {
-            return Err(bad("DATABASE_URL", "must be a postgres:// URL"));
-        }
-        let nats = match self.nats_url.trim() {
-            "" | "none" => None,
-            url if url.starts_with("nats://")
-                || url.starts_with("tls://")
-                || url.starts_with("ws://") =>
-            {
-                Some(NatsSettings {
-                    url: url.to_owned(),
-                    prefix: check_subject_token("LEDGER_NATS_PREFIX", &self.nats_prefix)?,
-                    stream: check_stream_name(&self.nats_stream)?,
-                })
-            }
-            other => {
-                return Err(bad(
-                    "NATS_URL",
-                    format!("{other:?} is not a nats:// URL or none"),
-                ))
-            }
-        };
-        let bind: SocketAddr = self.bind.parse().map_err(|_| {
-            bad(
-                "LEDGER_BIND",
-                format!("{:?} is not an address like 127.0.0.1:8080", self.bind),
-            )
-        })?;
-        let cache_ttl_secs: u64 = parse_number("LEDGER_CACHE_TTL_SECS", &self.cache_ttl_secs)?;
-        let cache_capacity: u64 = parse_number("LEDGER_CACHE_CAPACITY", &self.cache_capacity)?;
-        if cache_capacity == 0 {
-            return Err(bad("LEDGER_CACHE_CAPACITY", "must be at least 1"));
-        }
         let tls = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Some(crate::tls::load(cert, key)?),
             (None, None) => None,
@@ -259,34 +518,28 @@ impl RawConfig {
                 return Err(bad("LEDGER_TLS_CERT", "must be set with LEDGER_TLS_KEY"))
             }
         };
-        let db_max_connections: u32 =
-            parse_number("LEDGER_DB_MAX_CONNECTIONS", &self.db_max_connections)?;
-        if !(2..=1000).contains(&db_max_connections) {
+        let sandbox = self.sandbox.unwrap_or(if production {
+            SandboxMode::Off
+        } else {
+            SandboxMode::On
+        });
+        if production && sandbox == SandboxMode::On {
             return Err(bad(
-                "LEDGER_DB_MAX_CONNECTIONS",
-                "must be between 2 and 1000",
+                "LEDGER_SANDBOX",
+                "the sandbox gateway cannot run with LEDGER_ENV=production (anyone could mark payments paid)",
             ));
         }
 
         let dev = DevKeys::new(&self.data_dir);
+        let required = |setting: &'static str| bad(setting, "required when LEDGER_ENV=production");
         let api_keys = match &self.api_keys {
             Some(text) => parse_api_keys(text)?,
-            None if production => {
-                return Err(bad(
-                    "LEDGER_API_KEYS",
-                    "required when LEDGER_ENV=production",
-                ))
-            }
+            None if production => return Err(required("LEDGER_API_KEYS")),
             None => parse_api_keys(&dev.api_keys()?)?,
         };
         let gateway_secrets = match &self.gateway_secrets {
             Some(text) => parse_gateway_secrets(text)?,
-            None if production => {
-                return Err(bad(
-                    "LEDGER_GATEWAY_SECRETS",
-                    "required when LEDGER_ENV=production",
-                ))
-            }
+            None if production => return Err(required("LEDGER_GATEWAY_SECRETS")),
             None => parse_gateway_secrets(&dev.gateway_secrets()?)?,
         };
         let master_key = match &self.master_key {
@@ -296,12 +549,7 @@ impl RawConfig {
                     format!("{e} (expected 64 hex characters)"),
                 )
             })?,
-            None if production => {
-                return Err(bad(
-                    "LEDGER_MASTER_KEY",
-                    "required when LEDGER_ENV=production",
-                ))
-            }
+            None if production => return Err(required("LEDGER_MASTER_KEY")),
             None => MasterKey::from_hex(&dev.key("master.key", "LEDGER_MASTER_KEY", || {
                 MasterKey::generate().to_hex()
             })?)
@@ -319,12 +567,7 @@ impl RawConfig {
                     format!("{e} (expected 64 hex characters)"),
                 )
             })?,
-            None if production => {
-                return Err(bad(
-                    "LEDGER_SIGNING_KEY",
-                    "required when LEDGER_ENV=production",
-                ))
-            }
+            None if production => return Err(required("LEDGER_SIGNING_KEY")),
             None => SigningKey::from_hex(&dev.key("signing.key", "LEDGER_SIGNING_KEY", || {
                 SigningKey::generate().to_hex()
             })?)
@@ -335,97 +578,87 @@ impl RawConfig {
                 )
             })?,
         };
+        let sandbox_secret = match (sandbox, &self.sandbox_secret) {
+            (SandboxMode::Off, _) => None,
+            (SandboxMode::On, Some(s)) => Some(check_secret("LEDGER_SANDBOX_SECRET", s)?),
+            (SandboxMode::On, None) => {
+                Some(dev.key("sandbox.secret", "LEDGER_SANDBOX_SECRET", new_nonce)?)
+            }
+        };
         let public_url = match &self.public_url {
-            Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
-                u.trim_end_matches('/').to_owned()
-            }
-            Some(u) => {
-                return Err(bad(
-                    "LEDGER_PUBLIC_URL",
-                    format!("{u:?} is not an http(s) URL"),
-                ))
-            }
-            None if tls.is_some() => format!("https://{bind}"),
-            None => format!("http://{bind}"),
+            Some(u) => u.clone(),
+            None if tls.is_some() => format!("https://{}", self.bind),
+            None => format!("http://{}", self.bind),
         };
         Ok(Settings {
             database_url: self.database_url.clone(),
             nats,
-            bind,
+            bind: self.bind,
             api_keys,
             gateway_secrets,
             master_key,
             signing_key,
-            cache_ttl: Duration::from_secs(cache_ttl_secs),
-            cache_capacity,
+            cache_ttl: Duration::from_secs(self.cache_ttl_secs),
+            cache_capacity: self.cache_capacity,
             production,
             public_url,
-            db_max_connections,
+            db_max_connections: self.db_max_connections,
             tls,
-            limits: Limits::default(),
+            limits: self.limits.clone(),
+            payment_ttl: (self.payment_ttl_secs > 0)
+                .then(|| Duration::from_secs(self.payment_ttl_secs)),
+            sandbox_secret,
+            trusted_proxies: self.trusted_proxies.clone(),
         })
     }
 }
 
-fn parse_number<T: std::str::FromStr>(setting: &'static str, text: &str) -> Result<T, ConfigError> {
-    text.trim()
-        .parse()
-        .map_err(|_| bad(setting, format!("{text:?} is not a valid number")))
-}
-
-fn check_subject_token(setting: &'static str, text: &str) -> Result<String, ConfigError> {
-    let ok = !text.is_empty()
-        && text.split('.').all(|t| {
-            !t.is_empty()
-                && t.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        });
-    if ok {
-        Ok(text.to_owned())
-    } else {
-        Err(bad(
+fn check_secret(setting: &'static str, secret: &str) -> Result<String, ConfigError> {
+    if secret.chars().count() < SECRET_CHARS_MIN {
+        return Err(bad(
             setting,
-            format!("{text:?} is not a valid NATS subject prefix"),
-        ))
+            format!("must have at least {SECRET_CHARS_MIN} characters"),
+        ));
     }
+    Ok(secret.to_owned())
 }
 
-fn check_stream_name(text: &str) -> Result<String, ConfigError> {
-    let ok = !text.is_empty()
-        && text.len() <= 64
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if ok {
-        Ok(text.to_owned())
-    } else {
-        Err(bad(
-            "LEDGER_NATS_STREAM",
-            format!("{text:?} is not a valid JetStream stream name"),
-        ))
-    }
-}
-
-/// `key_id:secret:role,…`
+/// `key_id:secret:role[:merchant],…`
 pub fn parse_api_keys(text: &str) -> Result<HashMap<String, ApiKey>, ConfigError> {
     let mut keys = HashMap::new();
     for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        let mut parts = entry.splitn(3, ':');
+        let mut parts = entry.splitn(4, ':');
         let (Some(key_id), Some(secret), Some(role)) = (parts.next(), parts.next(), parts.next())
         else {
             return Err(bad(
                 "LEDGER_API_KEYS",
-                "each entry must be key_id:secret:role",
+                "each entry must be key_id:secret:role or key_id:secret:client:merchant",
             ));
         };
+        let merchant = parts.next().map(str::trim).map(str::to_owned);
         let role = Role::parse(role.trim()).ok_or_else(|| {
             bad("LEDGER_API_KEYS", format!("key {key_id:?} has unknown role {role:?} (client, operator, auditor, finance, admin)"))
         })?;
-        if key_id.is_empty() || secret.len() < 8 {
+        if key_id.is_empty() || secret.chars().count() < SECRET_CHARS_MIN {
             return Err(bad(
                 "LEDGER_API_KEYS",
-                format!("key {key_id:?} needs a key id and a secret of at least 8 characters"),
+                format!("key {key_id:?} needs a key id and a secret of at least {SECRET_CHARS_MIN} characters"),
             ));
+        }
+        match &merchant {
+            Some(_) if role != Role::Client => {
+                return Err(bad(
+                    "LEDGER_API_KEYS",
+                    format!("key {key_id:?}: only client keys can be bound to a merchant"),
+                ))
+            }
+            Some(m) if m.is_empty() || m.len() > 64 || m.chars().any(char::is_control) => {
+                return Err(bad(
+                    "LEDGER_API_KEYS",
+                    format!("key {key_id:?}: the merchant must be 1 to 64 printable characters"),
+                ))
+            }
+            _ => {}
         }
         if PaymentMethod::parse(key_id).is_some() {
             return Err(bad(
@@ -439,6 +672,7 @@ pub fn parse_api_keys(text: &str) -> Result<HashMap<String, ApiKey>, ConfigError
                 key_id: key_id.to_owned(),
                 secret: secret.to_owned(),
                 role,
+                merchant,
             },
         );
         if previous.is_some() {
@@ -470,10 +704,10 @@ pub fn parse_gateway_secrets(text: &str) -> Result<HashMap<PaymentMethod, String
                 format!("unknown method {method:?} (alipay, wechat, bank, credit_card)"),
             )
         })?;
-        if secret.len() < 8 {
+        if secret.chars().count() < SECRET_CHARS_MIN {
             return Err(bad(
                 "LEDGER_GATEWAY_SECRETS",
-                format!("the secret of {method} must have at least 8 characters"),
+                format!("the secret of {method} must have at least {SECRET_CHARS_MIN} characters"),
             ));
         }
         secrets.insert(method, secret.to_owned());
@@ -605,12 +839,31 @@ pub fn client_credentials(data_dir: &Path) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: RawConfig,
+    }
+
+    fn parse(args: &[&str]) -> Result<RawConfig, String> {
+        let mut all = vec!["ledger"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all)
+            .map(|c| c.config)
+            .map_err(|e| e.to_string())
+    }
 
     #[test]
-    fn api_keys_parse_with_roles() {
-        let keys = parse_api_keys("a:secret123:client, b:secret456:admin").unwrap();
+    fn api_keys_parse_with_roles_and_merchants() {
+        let keys =
+            parse_api_keys("a:secret123:client, b:secret456:admin, m:secret789:client:shop-1")
+                .unwrap();
         assert_eq!(keys["a"].role, Role::Client);
         assert_eq!(keys["b"].role, Role::Admin);
+        assert_eq!(keys["m"].merchant.as_deref(), Some("shop-1"));
+        assert!(parse_api_keys("x:secret123:operator:shop").is_err());
     }
 
     #[test]
@@ -619,73 +872,80 @@ mod tests {
         assert!(e.to_string().starts_with("LEDGER_API_KEYS:"), "{e}");
         let e = parse_gateway_secrets("paypal:secret123").unwrap_err();
         assert!(e.to_string().starts_with("LEDGER_GATEWAY_SECRETS:"), "{e}");
-        let raw = RawConfig {
-            bind: "nowhere".into(),
-            ..test_raw()
-        };
-        assert!(raw
-            .resolve()
-            .err()
-            .unwrap()
-            .to_string()
-            .starts_with("LEDGER_BIND:"));
-        let raw = RawConfig {
-            cache_ttl_secs: "soon".into(),
-            ..test_raw()
-        };
-        assert!(raw
-            .resolve()
-            .err()
-            .unwrap()
-            .to_string()
-            .starts_with("LEDGER_CACHE_TTL_SECS:"));
+        let e = parse(&["--bind", "nowhere"]).unwrap_err();
+        assert!(e.contains("LEDGER_BIND:"), "{e}");
+        let e = parse(&["--cache-ttl-secs", "soon"]).unwrap_err();
+        assert!(e.contains("cache-ttl-secs"), "{e}");
+        let e = parse(&["--trusted-proxies", "10.0.0.0/8,lan"]).unwrap_err();
+        assert!(e.contains("LEDGER_TRUSTED_PROXIES:"), "{e}");
+        let e = parse(&["--nats-url", "http://x"]).unwrap_err();
+        assert!(e.contains("NATS_URL:"), "{e}");
     }
 
     #[test]
-    fn production_refuses_to_start_without_explicit_keys() {
-        let raw = RawConfig {
-            env: "production".into(),
-            api_keys: None,
-            ..test_raw()
-        };
+    fn production_refuses_to_start_without_explicit_keys_or_with_the_sandbox() {
+        let mut raw = test_raw();
+        raw.env = Environment::Production;
+        raw.api_keys = None;
         assert!(raw
             .resolve()
             .err()
             .unwrap()
             .to_string()
             .starts_with("LEDGER_API_KEYS:"));
-        let raw = RawConfig {
-            env: "production".into(),
-            master_key: None,
-            ..test_raw()
-        };
+        let mut raw = test_raw();
+        raw.env = Environment::Production;
+        raw.sandbox = Some(SandboxMode::Off);
+        raw.master_key = None;
         assert!(raw
             .resolve()
             .err()
             .unwrap()
             .to_string()
             .starts_with("LEDGER_MASTER_KEY:"));
+        let mut raw = test_raw();
+        raw.env = Environment::Production;
+        raw.sandbox = Some(SandboxMode::On);
+        assert!(raw
+            .resolve()
+            .err()
+            .unwrap()
+            .to_string()
+            .starts_with("LEDGER_SANDBOX:"));
+        let mut raw = test_raw();
+        raw.env = Environment::Production;
+        raw.sandbox = None;
+        assert!(raw.resolve().unwrap().sandbox_secret.is_none());
+    }
+
+    #[test]
+    fn every_limit_can_be_set_from_its_flag_and_keeps_its_default_otherwise() {
+        let raw = parse(&["--writer-batch-max", "7", "--page-size-max", "50"]).unwrap();
+        assert_eq!(raw.limits.writer_batch_max, 7);
+        assert_eq!(raw.limits.page_size_max, 50);
+        assert_eq!(raw.limits.body_bytes_max, 64 * 1024);
+    }
+
+    #[test]
+    fn trusted_proxies_accept_addresses_and_blocks() {
+        let raw = parse(&["--trusted-proxies", "10.0.0.0/8, 192.168.1.7"]).unwrap();
+        assert!(raw.trusted_proxies.contains("10.1.2.3".parse().unwrap()));
+        assert!(raw.trusted_proxies.contains("192.168.1.7".parse().unwrap()));
+        assert!(!raw.trusted_proxies.contains("192.168.1.8".parse().unwrap()));
     }
 
     fn test_raw() -> RawConfig {
         RawConfig {
             database_url: "postgres://postgres@127.0.0.1:5432/x".into(),
             nats_url: "none".into(),
-            bind: "127.0.0.1:0".into(),
-            nats_prefix: "ledger".into(),
-            nats_stream: "LEDGER_EVENTS".into(),
             api_keys: Some("k:secret123:admin".into()),
             gateway_secrets: Some("alipay:secret123".into()),
             master_key: Some("11".repeat(32)),
             signing_key: Some("22".repeat(32)),
-            cache_ttl_secs: "1800".into(),
-            cache_capacity: "10".into(),
-            env: "development".into(),
+            env: Environment::Development,
             data_dir: std::env::temp_dir().join("ledger-config-test"),
-            public_url: None,
-            db_max_connections: "4".into(),
-            tls_cert: None,
-            tls_key: None,
+            sandbox_secret: Some("sandbox-secret".into()),
+            ..RawConfig::default()
         }
     }
 }

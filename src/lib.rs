@@ -1,30 +1,29 @@
-//! ledger: an event-sourced payment ledger with CQRS read models.
+//! ledger: an event-sourced payment ledger with CQRS read models — the service.
 //!
-//! The write side (`domain`, `service`, `store`) appends immutable events to PostgreSQL; the
-//! relay (`bus`) publishes the committed log to NATS JetStream; the read side
-//! (`projections`, at the top of the repository) folds the log into read tables that the API
-//! (`api`) serves through an in-process cache; `gateway` talks to payment gateways.
+//! This crate is the top layer. It owns the command pipeline (`service`), the bus relay
+//! (`bus`), the gateways and their drivers (`gateway`), the HTTP API (`api`) and the command
+//! line (`cli`). It reads and writes only through the layers below: the pure domain
+//! (`ledger_domain`), the event log (`ledger_store`, the only writer of `events`) and the read
+//! side (`ledger_projections`, the only writer of the read tables and home of every read
+//! query). It must not contain SQL. The layers are re-exported under their short names so
+//! that callers write `ledger::domain::Money`.
+
+pub use ledger_domain as domain;
+pub use ledger_projections as projections;
+pub use ledger_store as store;
 
 pub mod api;
 pub mod app;
 pub mod audit_cli;
-pub mod bench;
 pub mod bus;
 pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
-pub mod crypto;
 pub mod demo;
-pub mod domain;
 pub mod gateway;
-pub mod keyring;
 pub mod reconcile;
-pub mod replay;
 pub mod service;
-pub mod store;
+pub mod signing;
 pub mod telemetry;
 pub mod tls;
-
-#[path = "../projections/mod.rs"]
-pub mod projections;

@@ -59,24 +59,7 @@ pub struct FileRow {
     pub settled_at: DateTime<Utc>,
 }
 
-/// A payment as the ledger holds it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LedgerPayment {
-    pub payment_no: String,
-    pub amount: Decimal,
-    pub status: PaymentStatus,
-    pub paid_at: Option<DateTime<Utc>>,
-}
-
-/// A refund as the ledger holds it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LedgerRefund {
-    pub refund_no: String,
-    pub payment_no: String,
-    pub amount: Decimal,
-    pub status: RefundStatus,
-    pub updated_at: DateTime<Utc>,
-}
+pub use crate::projections::settled::{LedgerPayment, LedgerRefund};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
@@ -396,61 +379,6 @@ pub fn reconcile(file: &[FileRow], payments: &[LedgerPayment], refunds: &[Ledger
     }
 }
 
-/// The ledger's payments and refunds, optionally bounded to a period (payment time, refund
-/// confirmation time); unsettled ones are always included, so a file line naming one is a
-/// status mismatch rather than missing.
-pub async fn load_ledger(
-    pool: &PgPool,
-    start: Option<DateTime<Utc>>,
-    end: Option<DateTime<Utc>>,
-) -> Result<(Vec<LedgerPayment>, Vec<LedgerRefund>), sqlx::Error> {
-    let rows: Vec<(String, Decimal, i32, Option<DateTime<Utc>>)> = sqlx::query_as(
-        "SELECT payment_no, amount, status, payment_time FROM payments \
-         WHERE payment_time IS NULL \
-            OR (($1::timestamptz IS NULL OR payment_time >= $1) \
-            AND ($2::timestamptz IS NULL OR payment_time < $2))",
-    )
-    .bind(start)
-    .bind(end)
-    .fetch_all(pool)
-    .await?;
-    let payments = rows
-        .into_iter()
-        .filter_map(|(payment_no, amount, status, paid_at)| {
-            Some(LedgerPayment {
-                payment_no,
-                amount,
-                status: PaymentStatus::from_code(status as i16)?,
-                paid_at,
-            })
-        })
-        .collect();
-    let rows: Vec<(String, String, Decimal, i32, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT r.refund_no, p.payment_no, r.amount, r.status, r.updated_at \
-         FROM payment_refunds r JOIN payments p ON p.id = r.payment_id \
-         WHERE r.status <> 1 \
-            OR (($1::timestamptz IS NULL OR r.updated_at >= $1) \
-            AND ($2::timestamptz IS NULL OR r.updated_at < $2))",
-    )
-    .bind(start)
-    .bind(end)
-    .fetch_all(pool)
-    .await?;
-    let refunds = rows
-        .into_iter()
-        .filter_map(|(refund_no, payment_no, amount, status, updated_at)| {
-            Some(LedgerRefund {
-                refund_no,
-                payment_no,
-                amount,
-                status: RefundStatus::from_code(status as i16)?,
-                updated_at,
-            })
-        })
-        .collect();
-    Ok((payments, refunds))
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Table,
@@ -596,7 +524,7 @@ pub async fn run(
             return Ok(EXIT_BAD_FILE);
         }
     };
-    let (payments, refunds) = load_ledger(pool, start, end).await?;
+    let (payments, refunds) = crate::projections::settled::load(pool, start, end).await?;
     let report = reconcile(&file, &payments, &refunds);
     metrics::counter!("ledger_reconcile_mismatches_total").increment(report.problems.len() as u64);
     render(&report, format, out)?;

@@ -1,8 +1,10 @@
 //! The command service: load a payment, decide, append with its expected version, and on a
 //! version conflict decide again against fresh state (never lost, never doubled).
 //!
-//! These are the functions the HTTP API and the gateway processes call. Each returns the
-//! events it appended (with their positions) or tells that nothing needed to change.
+//! These are the functions the HTTP API's POST pipeline and the gateway drivers call. Each
+//! returns the events it appended (with their positions) or tells that nothing needed to
+//! change. The request's bookkeeping — its anti-replay nonce and its idempotency answer — is
+//! handed to the writer with the events, so one durable commit carries all of it.
 
 use std::sync::Arc;
 
@@ -12,9 +14,9 @@ use uuid::Uuid;
 
 use crate::domain::events::PaymentEvent;
 use crate::domain::{decide, evolve, fold, Command, DomainError, Payment};
-use crate::store::writer::Respond;
 use crate::store::{
-    self, AppendRequest, Claim, IdempotencyCompletion, NewEvent, StoreError, StoredEvent, Writer,
+    self, decode_all, AppendRequest, Claim, IdempotencyKey, NewEvent, NonceUse, Respond,
+    StoreError, StoredEvent, Writer,
 };
 
 /// Who asked, for the event metadata (SPEC §3).
@@ -90,10 +92,19 @@ pub enum CommandError {
     TooManyConflicts(u32),
 }
 
-/// What an idempotent caller wants stored with the events.
-pub struct Idempotent {
-    pub completion: Option<IdempotencyCompletion>,
-    pub respond: Respond,
+/// What a request records with its events in the same commit: its nonce, and its answer
+/// under its idempotency key (built by `respond` from the appended events).
+#[derive(Clone, Default)]
+pub struct Bookkeeping {
+    pub nonce: Option<NonceUse>,
+    pub idempotency: Option<IdempotencyKey>,
+    pub respond: Option<Respond>,
+}
+
+impl Bookkeeping {
+    fn is_empty(&self) -> bool {
+        self.nonce.is_none() && self.idempotency.is_none()
+    }
 }
 
 #[derive(Clone)]
@@ -117,6 +128,7 @@ pub struct CommandService {
 const STREAM_TURN_STRIPES: usize = 1024;
 
 pub const ORDER_SCOPE: &str = "order";
+/// Keys are `{method}:{callback_no}`: a callback number is unique per gateway.
 pub const CALLBACK_SCOPE: &str = "callback";
 
 impl CommandService {
@@ -154,13 +166,14 @@ impl CommandService {
         }))
     }
 
-    /// Runs a command against a stream, retrying on version conflicts.
+    /// Runs commands against a stream as one decision (their events are appended together),
+    /// retrying on version conflicts. `book` goes into the same commit as the events.
     pub async fn execute(
         &self,
         stream_id: Uuid,
-        command: &Command,
+        commands: &[Command],
         meta: &Meta,
-        idempotent: Option<&Idempotent>,
+        book: &Bookkeeping,
     ) -> Result<Outcome, CommandError> {
         let stripe = (stream_id.as_u128() % STREAM_TURN_STRIPES as u128) as usize;
         let _turn = self.stream_turns[stripe].lock().await;
@@ -175,7 +188,7 @@ impl CommandService {
             let state: Option<Payment> = state.map(|p| (*p).clone());
             // A refusal or a no-op decided on cached state is confirmed against the log
             // before it is answered: the cache may trail a write another node made.
-            let events = match decide(&state, command) {
+            let events = match decide_all(&state, commands) {
                 Ok(events) if events.is_empty() && !fresh => {
                     fresh = true;
                     continue;
@@ -206,8 +219,9 @@ impl CommandService {
                         .collect(),
                     claims,
                     releases,
-                    idempotency: idempotent.and_then(|i| i.completion.clone()),
-                    respond: idempotent.map(|i| i.respond.clone()),
+                    nonce: book.nonce.clone(),
+                    idempotency: book.idempotency.clone(),
+                    respond: book.respond.clone(),
                 };
                 match self.writer.append(request).await {
                     Ok(appended) => {
@@ -241,10 +255,48 @@ impl CommandService {
         }
         Err(CommandError::TooManyConflicts(self.attempts_max))
     }
+
+    /// Records a request's bookkeeping without events (a refusal, a duplicate): its nonce and
+    /// its answer, in one commit. `Ok` with the answer as stored.
+    pub async fn record(
+        &self,
+        stream_id: Uuid,
+        book: &Bookkeeping,
+    ) -> Result<Option<(u16, Value)>, StoreError> {
+        if book.is_empty() {
+            return Ok(book.respond.as_ref().map(|r| r(&[])));
+        }
+        let mut request = AppendRequest::events(stream_id, 0, Vec::new());
+        request.nonce = book.nonce.clone();
+        request.idempotency = book.idempotency.clone();
+        request.respond = book.respond.clone();
+        Ok(self.writer.append(request).await?.response)
+    }
+}
+
+/// Decides each command on the state the previous ones left, so that several commands (a
+/// create and the failure its gateway reported) become one append.
+fn decide_all(
+    state: &Option<Payment>,
+    commands: &[Command],
+) -> Result<Vec<PaymentEvent>, DomainError> {
+    let mut state = state.clone();
+    let mut all = Vec::new();
+    for command in commands {
+        let events = decide(&state, command)?;
+        state = events.iter().fold(state, evolve);
+        all.extend(events);
+    }
+    Ok(all)
+}
+
+/// The claim key of a gateway's callback number.
+pub fn callback_claim_key(gateway: crate::domain::PaymentMethod, callback_no: &str) -> String {
+    format!("{}:{callback_no}", gateway.name())
 }
 
 /// Cross-stream uniqueness implied by a decision: a created payment holds its order while it
-/// is live; a gateway callback_no is recorded once across all payments.
+/// is live; a gateway's callback_no is recorded once across all payments of that gateway.
 fn claims_for(
     before: &Option<Payment>,
     after: &Payment,
@@ -254,13 +306,14 @@ fn claims_for(
     let mut releases = Vec::new();
     for e in events {
         match e {
-            PaymentEvent::Created(c) => claims.push(Claim {
+            // A payment created and failed in one append never holds its order.
+            PaymentEvent::Created(c) if after.is_live() => claims.push(Claim {
                 scope: ORDER_SCOPE,
                 key: c.order_id.clone(),
             }),
             PaymentEvent::CallbackReceived(c) => claims.push(Claim {
                 scope: CALLBACK_SCOPE,
-                key: c.callback_no.clone(),
+                key: callback_claim_key(c.gateway, &c.callback_no),
             }),
             _ => {}
         }
@@ -273,14 +326,4 @@ fn claims_for(
         });
     }
     (claims, releases)
-}
-
-/// Decodes stored events into domain events.
-pub fn decode_all(events: &[StoredEvent]) -> Result<Vec<PaymentEvent>, StoreError> {
-    events.iter().map(decode).collect()
-}
-
-pub fn decode(e: &StoredEvent) -> Result<PaymentEvent, StoreError> {
-    PaymentEvent::from_parts(&e.event_type, e.data.clone())
-        .map_err(|err| StoreError::Malformed(format!("event at position {}: {err}", e.position)))
 }

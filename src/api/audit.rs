@@ -1,14 +1,12 @@
 //! Auditor and finance routes: the global event feed, chain verification, the signed digest,
 //! and ledger totals computed both from the log and from the read tables.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use serde_json::json;
@@ -99,19 +97,15 @@ async fn digest(
     Ok(ok_read(position, &d))
 }
 
-#[derive(Debug, Default, Clone, PartialEq, Serialize)]
-pub struct Side {
-    pub paid_count: i64,
-    pub paid_amount: Decimal,
-    pub refunded_amount: Decimal,
-}
-
 #[derive(Serialize)]
 struct CurrencyTotals {
     currency: String,
     paid_count: i64,
     paid_amount: String,
     refunded_amount: String,
+    /// Money gateways reported that the ledger did not accept (held in `suspense`).
+    flagged_amount: String,
+    /// What the gateways hold for us from this period: paid + flagged − refunded.
     net_amount: String,
     matches: bool,
     /// The same figures from the read tables (ledger_entries).
@@ -148,7 +142,8 @@ async fn totals(
     let position = read_position(&state, &q).await?;
     let code = currency.map(|c| c.code().to_owned());
     let (from_log, from_read) =
-        compute_totals(&state.pool, code.as_deref(), start, end, position).await?;
+        crate::projections::totals::compute(&state.pool, code.as_deref(), start, end, position)
+            .await?;
     let mut all = true;
     let mut list = Vec::new();
     let codes: std::collections::BTreeSet<&String> =
@@ -171,12 +166,14 @@ async fn totals(
             paid_count: log.paid_count,
             paid_amount: fmt(log.paid_amount),
             refunded_amount: fmt(log.refunded_amount),
-            net_amount: fmt(log.paid_amount - log.refunded_amount),
+            flagged_amount: fmt(log.flagged_amount),
+            net_amount: fmt(log.paid_amount + log.flagged_amount - log.refunded_amount),
             matches,
             read_model: json!({
                 "paid_count": read.paid_count,
                 "paid_amount": fmt(read.paid_amount),
                 "refunded_amount": fmt(read.refunded_amount),
+                "flagged_amount": fmt(read.flagged_amount),
             }),
         });
     }
@@ -184,81 +181,4 @@ async fn totals(
         position,
         &json!({ "matches": all, "position": position, "currencies": list }),
     ))
-}
-
-pub type Totals = BTreeMap<String, Side>;
-
-/// Totals per currency from the log (up to `position`) and from `ledger_entries`.
-pub async fn compute_totals(
-    pool: &sqlx::PgPool,
-    currency: Option<&str>,
-    start: Option<DateTime<Utc>>,
-    end: Option<DateTime<Utc>>,
-    position: i64,
-) -> Result<(Totals, Totals), sqlx::Error> {
-    let log_paid: Vec<(String, i64, Decimal)> = sqlx::query_as(
-        "SELECT c.data->>'currency', COUNT(*), COALESCE(SUM((c.data->>'amount')::numeric), 0) \
-         FROM events e JOIN events c ON c.stream_id = e.stream_id AND c.version = 1 \
-         WHERE e.event_type = 'paid' AND e.position <= $4 \
-         AND ($1::text IS NULL OR c.data->>'currency' = $1) \
-         AND ($2::timestamptz IS NULL OR e.recorded_at >= $2) \
-         AND ($3::timestamptz IS NULL OR e.recorded_at < $3) GROUP BY 1",
-    )
-    .bind(currency)
-    .bind(start)
-    .bind(end)
-    .bind(position)
-    .fetch_all(pool)
-    .await?;
-    let log_refunded: Vec<(String, Decimal)> = sqlx::query_as(
-        "SELECT c.data->>'currency', COALESCE(SUM((e.data->>'amount')::numeric), 0) \
-         FROM events e JOIN events c ON c.stream_id = e.stream_id AND c.version = 1 \
-         WHERE e.event_type = 'refunded' AND e.position <= $4 \
-         AND ($1::text IS NULL OR c.data->>'currency' = $1) \
-         AND ($2::timestamptz IS NULL OR e.recorded_at >= $2) \
-         AND ($3::timestamptz IS NULL OR e.recorded_at < $3) GROUP BY 1",
-    )
-    .bind(currency)
-    .bind(start)
-    .bind(end)
-    .bind(position)
-    .fetch_all(pool)
-    .await?;
-    let read: Vec<(String, String, i64, Decimal)> = sqlx::query_as(
-        "SELECT currency::text, entry_type, COUNT(*), COALESCE(SUM(amount), 0) FROM ledger_entries \
-         WHERE account = 'gateway_clearing' AND entry_type IN ('paid', 'refunded') \
-         AND position <= $4 AND ($1::text IS NULL OR currency = $1) \
-         AND ($2::timestamptz IS NULL OR recorded_at >= $2) \
-         AND ($3::timestamptz IS NULL OR recorded_at < $3) GROUP BY 1, 2",
-    )
-    .bind(currency)
-    .bind(start)
-    .bind(end)
-    .bind(position)
-    .fetch_all(pool)
-    .await?;
-    let mut log = Totals::new();
-    for (c, n, sum) in log_paid {
-        let s = log.entry(c).or_default();
-        s.paid_count = n;
-        s.paid_amount = sum;
-    }
-    for (c, sum) in log_refunded {
-        log.entry(c).or_default().refunded_amount = sum;
-    }
-    let mut from_read = Totals::new();
-    for (c, kind, n, sum) in read {
-        let s = from_read.entry(c).or_default();
-        if kind == "paid" {
-            s.paid_count = n;
-            s.paid_amount = sum;
-        } else {
-            s.refunded_amount = -sum;
-        }
-    }
-    for side in log.values_mut().chain(from_read.values_mut()) {
-        side.paid_amount = side.paid_amount.normalize();
-        side.refunded_amount = side.refunded_amount.normalize();
-    }
-    Ok((log, from_read))
 }

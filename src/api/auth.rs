@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -15,9 +15,22 @@ use axum::response::{IntoResponse, Response};
 use super::error::ApiError;
 use super::AppState;
 use crate::config::Role;
-use crate::crypto::signing;
 use crate::domain::PaymentMethod;
+use crate::signing;
 use crate::store::requests::use_nonce;
+use crate::store::NonceUse;
+
+/// The nonce of a POST that the pipeline records together with the request's events, in the
+/// same commit (routes outside the pipeline record it here, before the handler runs).
+#[derive(Debug, Clone)]
+pub struct PendingNonce(pub NonceUse);
+
+/// Routes whose POSTs go through the pipeline (`super::pipeline`), which records the nonce.
+pub const PIPELINE_ROUTES: [&str; 3] = [
+    "/api/v1/payments/create",
+    "/api/v1/payments/{payment_id}/refund",
+    "/api/v1/gateways/{method}/notify",
+];
 
 /// Who is calling, attached to the request once its signature checked out.
 #[derive(Debug, Clone)]
@@ -110,6 +123,10 @@ async fn verify(state: &AppState, req: Request) -> Result<Request, ApiError> {
         ));
     };
     let path = req.uri().path().to_owned();
+    let deferred_nonce = req
+        .extensions()
+        .get::<MatchedPath>()
+        .is_some_and(|m| PIPELINE_ROUTES.contains(&m.as_str()));
     let target = req
         .uri()
         .path_and_query()
@@ -167,32 +184,59 @@ async fn verify(state: &AppState, req: Request) -> Result<Request, ApiError> {
             "X-Nonce must be 16 to 64 characters of [A-Za-z0-9_-]".into(),
         ));
     }
-    let window = state.settings.limits.timestamp_window;
+    let window = state.settings.limits.timestamp_window();
     let ts: i64 = timestamp.trim().parse().map_err(|_| {
         tracing::warn!(key_id = %key_id, "malformed timestamp");
         ApiError::Replay("X-Timestamp must be unix seconds".into())
     })?;
-    let now = state.clock.now().timestamp();
-    if (now - ts).unsigned_abs() > window.as_secs() {
-        tracing::warn!(key_id = %key_id, skew_secs = now - ts, "timestamp outside the window");
+    let now = state.clock.now();
+    // i128: no timestamp a client can send overflows the difference.
+    let skew = now.timestamp() as i128 - ts as i128;
+    if skew.unsigned_abs() > window.as_secs() as u128 {
+        tracing::warn!(key_id = %key_id, skew_secs = %skew, "timestamp outside the window");
         return Err(ApiError::Replay(format!(
             "timestamp is more than {} s from the server clock",
             window.as_secs()
         )));
     }
+    let mut pending = None;
     if method == Method::POST {
-        let fresh = use_nonce(&state.pool, &key_id, &nonce, window * 2).await?;
-        if !fresh {
+        let nonce = NonceUse {
+            key_id: key_id.clone(),
+            nonce: nonce.clone(),
+            expires_at: nonce_expiry(now, ts, state),
+        };
+        if deferred_nonce {
+            pending = Some(PendingNonce(nonce));
+        } else if !use_nonce(&state.pool, &key_id, &nonce.nonce, nonce.expires_at).await? {
             tracing::warn!(key_id = %key_id, "nonce replayed");
             metrics::counter!("ledger_auth_replays_total").increment(1);
             return Err(ApiError::Replay("nonce already used".into()));
         }
     }
     let mut req = Request::from_parts(parts, Body::from(bytes.clone()));
+    if let Some(p) = pending {
+        req.extensions_mut().insert(p);
+    }
     req.extensions_mut().insert(caller);
     req.extensions_mut()
         .insert(BodyHash(signing::body_sha256_hex(&bytes)));
     Ok(req)
+}
+
+/// How long a nonce is kept: until its request's own timestamp has left the window on every
+/// node's clock (plus the skew margin between nodes), and at least twice the window (SPEC
+/// §11). `ts` is already within the window, so the arithmetic cannot overflow.
+fn nonce_expiry(
+    now: chrono::DateTime<chrono::Utc>,
+    ts: i64,
+    state: &AppState,
+) -> chrono::DateTime<chrono::Utc> {
+    let limits = &state.settings.limits;
+    let window = chrono::Duration::seconds(limits.timestamp_window_secs as i64);
+    let margin = chrono::Duration::seconds(limits.clock_skew_margin_secs as i64);
+    let signed = chrono::DateTime::from_timestamp(ts, 0).unwrap_or(now);
+    (signed + window + margin).max(now + window * 2)
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {

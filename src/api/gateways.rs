@@ -12,16 +12,14 @@ use axum::routing::post;
 use axum::{Extension, Router};
 use serde_json::json;
 
-use super::auth::{BodyHash, Caller};
+use super::auth::{BodyHash, Caller, PendingNonce};
 use super::error::ApiError;
-use super::idempotency::{self, Answer};
 use super::openapi::{Envelope, ErrorBody};
-use super::payments::{meta, notification, NotifyBody};
-use super::{envelope, params, AppState};
+use super::payments::{meta, notification, payment_id_of_no, NotifyBody};
+use super::{envelope, params, pipeline, AppState, RequestContext};
+use crate::domain::payment::Notification;
 use crate::domain::{Command, PaymentMethod};
-use crate::projections::read;
-use crate::service::{Idempotent, Outcome};
-use crate::store::writer::Respond;
+use crate::service::Outcome;
 use crate::store::StoredEvent;
 
 pub fn routes() -> Router<Arc<AppState>> {
@@ -54,10 +52,13 @@ fn answer(
     responses((status = 200, description = "data {payment_id, callback_no, status, duplicate, position}", body = Envelope),
         (status = 404, description = "unknown payment_no (40401)", body = ErrorBody), (status = 409, description = "another gateway's payment (40901)", body = ErrorBody), (status = 400, description = "bad input (40001)", body = ErrorBody), (status = 401, description = "bad credentials (40101) or stale timestamp / replayed nonce (40102)", body = ErrorBody), (status = 403, description = "role may not do this (40301)", body = ErrorBody)),
     security(("key_id" = [], "timestamp" = [], "nonce" = [], "signature" = [])))]
+#[allow(clippy::too_many_arguments)]
 async fn notify(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Extension(hash): Extension<BodyHash>,
+    Extension(ctx): Extension<RequestContext>,
+    nonce: Option<Extension<PendingNonce>>,
     Path(method): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -79,44 +80,80 @@ async fn notify(
             .into_response();
         }
     }
+    let meta = meta(&caller, &ctx, &headers);
     let route = format!("POST /api/v1/gateways/{}/notify", method.name());
-    idempotency::run(&state, &caller, route, &headers, &hash, |completion| async {
+    let post = match pipeline::post(&caller, route, &headers, &hash, nonce.map(|n| n.0), meta) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    pipeline::run(&state, post, |_ids| async {
         let req: NotifyBody = params::json(&body)?;
         let n = notification(method, &req, state.clock.now())?;
-        let payment_id = read::payment_by_no(&state.pool, &req.payment_no)
-            .await?
-            .ok_or_else(ApiError::not_found)?;
-        let callback_no = n.callback_no.clone();
-        let respond: Respond = Arc::new(move |events: &[StoredEvent]| {
-            let cb = events.iter().find(|e| e.event_type == "callback_received");
-            let status = cb.and_then(|e| e.data["status"].as_str()).unwrap_or("processing").to_owned();
-            let callback_no = cb.and_then(|e| e.data["callback_no"].as_str()).unwrap_or_default().to_owned();
-            let position = events.last().map(|e| e.position).unwrap_or(0);
-            (200, answer(payment_id, &callback_no, &status, false, position))
-        });
-        let idem = Idempotent { completion, respond: respond.clone() };
-        let meta = meta(&caller, &headers);
-        let outcome = state.commands.execute(payment_id, &Command::Notify(n), &meta, Some(&idem)).await?;
-        let (body, stored) = match outcome {
-            Outcome::Appended { events, response, .. } => {
-                let position = events.last().map(|e| e.position).unwrap_or(0);
-                state.wait_for(position, state.settings.limits.read_your_writes_wait).await;
-                let flagged = events.iter().any(|e| e.data["flagged_for_refund"] == json!(true));
-                if flagged {
-                    metrics::counter!("ledger_flagged_for_refund_total").increment(1);
-                    tracing::warn!(payment_id = %payment_id, "success notice after failure: flagged for refund");
-                }
-                (response.map(|r| r.1).unwrap_or_else(|| respond(&events).1), true)
-            }
-            Outcome::Unchanged { payment } => {
-                let status = payment.callback_status(&callback_no).map(|s| s.name()).unwrap_or("processing");
-                (answer(payment_id, &callback_no, status, true, state.position()), false)
-            }
-            Outcome::CallbackElsewhere { owner } => {
-                (answer(owner, &callback_no, "failed", true, state.position()), false)
-            }
-        };
-        Ok(Answer { status: StatusCode::OK, body, stored })
+        let payment_id = resolve_payment(&state, &req.payment_no).await?;
+        Ok(notify_work(payment_id, n))
     })
     .await
+}
+
+/// The payment a notification names, from the log: its number is derived from its id, so a
+/// new payment's notice never waits for the projection.
+pub(crate) async fn resolve_payment(
+    state: &AppState,
+    payment_no: &str,
+) -> Result<uuid::Uuid, ApiError> {
+    let id = payment_id_of_no(payment_no).ok_or_else(ApiError::not_found)?;
+    match state.commands.load(id).await? {
+        Some(p) if p.payment_no == payment_no => Ok(id),
+        _ => Err(ApiError::not_found()),
+    }
+}
+
+/// Records a gateway's notification through the pipeline's command: the answer says what the
+/// ledger did with it; a repeat answers the first outcome and appends nothing.
+pub(crate) fn notify_work(payment_id: uuid::Uuid, n: Notification) -> pipeline::Work {
+    let callback_no = n.callback_no.clone();
+    pipeline::Work {
+        stream_id: payment_id,
+        commands: vec![Command::Notify(n)],
+        respond: Arc::new(move |events: &[StoredEvent]| {
+            let cb = events.iter().find(|e| e.event_type == "callback_received");
+            let status = cb
+                .and_then(|e| e.data["status"].as_str())
+                .unwrap_or("processing")
+                .to_owned();
+            let callback_no = cb
+                .and_then(|e| e.data["callback_no"].as_str())
+                .unwrap_or_default()
+                .to_owned();
+            let flagged = cb.is_some_and(|e| e.data["flagged_for_refund"] == json!(true));
+            if flagged {
+                metrics::counter!("ledger_flagged_for_refund_total").increment(1);
+                tracing::warn!(payment_id = %payment_id, "gateway reported money the ledger did not accept: flagged for refund");
+            }
+            let position = events.last().map(|e| e.position).unwrap_or(0);
+            (
+                200,
+                answer(payment_id, &callback_no, &status, false, position),
+            )
+        }),
+        unchanged: Box::new(move |outcome, position| {
+            let body = match outcome {
+                Outcome::Unchanged { payment } => {
+                    let status = payment
+                        .callback_status(&callback_no)
+                        .map(|s| s.name())
+                        .unwrap_or("processing");
+                    answer(payment_id, &callback_no, status, true, position)
+                }
+                Outcome::CallbackElsewhere { owner } => {
+                    answer(*owner, &callback_no, "failed", true, position)
+                }
+                Outcome::Appended { .. } => {
+                    answer(payment_id, &callback_no, "processing", false, position)
+                }
+            };
+            (StatusCode::OK, body)
+        }),
+        on_appended: None,
+    }
 }

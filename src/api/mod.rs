@@ -6,17 +6,18 @@ pub mod auth;
 pub mod envelope;
 pub mod error;
 pub mod gateways;
-pub mod idempotency;
 pub mod openapi;
 pub mod ops;
+pub mod pages;
 pub mod params;
 pub mod payments;
+pub mod pipeline;
 pub mod sandbox;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
@@ -27,9 +28,9 @@ use crate::bus::NatsBus;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::gateway::Gateways;
-use crate::keyring::Keyring;
 use crate::projections::cache::ReadCache;
 use crate::service::CommandService;
+use crate::store::keyring::Keyring;
 use error::ApiError;
 
 /// Everything a handler needs. Built once at start-up and shared.
@@ -45,6 +46,64 @@ pub struct AppState {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub gateways: Arc<Gateways>,
     pub keyring: Keyring,
+    /// In-process turns per idempotency key (see `pipeline`).
+    pub key_turns: pipeline::KeyTurns,
+    /// The secret ids are derived under (from the master key): a payment_no derived from an
+    /// idempotency key cannot be guessed from the key.
+    pub id_secret: [u8; 32],
+}
+
+/// Who sent a request and under which id, validated once by `observe` (SPEC §12): the
+/// request id is the client's `X-Request-Id` when it is at most 64 of `[A-Za-z0-9._-]`,
+/// otherwise a generated one; the client address is the socket's, or the first address of
+/// `X-Forwarded-For` when the socket's peer is a trusted proxy.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub request_id: String,
+    pub client_ip: Option<std::net::IpAddr>,
+}
+
+/// Longest request id accepted from a client.
+pub const REQUEST_ID_CHARS_MAX: usize = 64;
+
+impl RequestContext {
+    pub fn of(req: &Request, trusted: &crate::config::TrustedProxies) -> RequestContext {
+        let request_id = req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| valid_request_id(v))
+            .map(str::to_owned)
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let peer = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        let forwarded = || {
+            req.headers()
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.trim().parse::<std::net::IpAddr>().ok())
+        };
+        let client_ip = match peer {
+            Some(p) if trusted.contains(p) => forwarded().or(Some(p)),
+            other => other,
+        };
+        RequestContext {
+            request_id,
+            client_ip,
+        }
+    }
+}
+
+/// At most 64 of `[A-Za-z0-9._-]`.
+pub fn valid_request_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= REQUEST_ID_CHARS_MAX
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 impl AppState {
@@ -74,13 +133,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(audit::routes())
         .merge(ops::routes())
         .merge(sandbox::routes())
+        .merge(pages::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     api.layer(middleware::from_fn_with_state(
         state.clone(),
         auth::authenticate,
     ))
-    .layer(middleware::from_fn(observe))
+    .layer(middleware::from_fn_with_state(state.clone(), observe))
     .layer(tower_http::catch_panic::CatchPanicLayer::custom(
         panic_response,
     ))
@@ -106,19 +166,42 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     )
 }
 
-/// Sets the request language, and records request counts and latency by route and status.
-async fn observe(req: Request, next: Next) -> Response {
+/// Sets the request language and context, logs one line per request (request id, route,
+/// status, latency, key id; never a secret or payer data), and records request counts and
+/// latency by route and status.
+async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let lang = envelope::parse_accept_language(req.headers());
+    let ctx = RequestContext::of(&req, &state.settings.trusted_proxies);
+    let request_id = ctx.request_id.clone();
+    req.extensions_mut().insert(ctx);
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = req.method().as_str().to_owned();
+    let key_id = req
+        .headers()
+        .get("x-key-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 64)
+        .map(str::to_owned);
     let started = Instant::now();
-    let response = envelope::with_lang(lang, next.run(req)).await;
+    let mut response = envelope::with_lang(lang, next.run(req)).await;
+    if let Ok(v) = axum::http::HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
     let status = response.status().as_u16().to_string();
     let elapsed = started.elapsed().as_secs_f64();
+    tracing::info!(
+        request_id = %request_id,
+        method = %method,
+        route = %route,
+        status = %status,
+        latency_ms = elapsed * 1000.0,
+        key_id = key_id.as_deref().unwrap_or("-"),
+        "request"
+    );
     metrics::counter!("ledger_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status.clone()).increment(1);
     metrics::histogram!("ledger_http_request_duration_seconds", "method" => method, "route" => route, "status" => status).record(elapsed);
     response
@@ -133,6 +216,6 @@ pub fn payment_id(text: &str) -> Result<uuid::Uuid, ApiError> {
 pub fn ops_router(state: Arc<AppState>) -> Router {
     ops::routes()
         .fallback(not_found)
-        .layer(middleware::from_fn(observe))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }

@@ -37,9 +37,7 @@ async fn healthz() -> Response {
 
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "database and bus reachable, projections caught up"), (status = 503, description = "not ready")))]
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let db = sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(position), 0) FROM events")
-        .fetch_one(&state.pool)
-        .await;
+    let db = crate::store::head_position(&state.pool).await;
     let bus_ok = state.bus.as_ref().map(|b| b.is_connected());
     let applied = state.position();
     let (db_ok, head) = match db {

@@ -13,22 +13,23 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::auth::{BodyHash, Caller};
+use super::auth::{BodyHash, Caller, PendingNonce};
 use super::envelope::{self, ok_read};
 use super::error::ApiError;
-use super::idempotency::{self, Answer};
 use super::openapi::{Envelope, ErrorBody};
 use super::params::{self, AmountText, Query};
+use super::pipeline;
+use super::RequestContext;
 use super::{payment_id, AppState};
 use crate::config::Role;
-use crate::crypto::payer::{self, Payer};
 use crate::domain::money::parse_decimal;
 use crate::domain::payment::Notification;
+use crate::domain::payment::{check_return_url, check_text, ID_TEXT_CHARS_MAX};
 use crate::domain::{Command, Currency, Money, PaymentMethod, PaymentStatus};
 use crate::projections::read::{self, ListFilter, ListPage, PaymentDetail};
-use crate::service::{Meta, Outcome};
-use crate::store::writer::Respond;
-use crate::store::{self, IdempotencyCompletion, StoredEvent};
+use crate::service::Meta;
+use crate::store::sealing::{self as payer, Payer};
+use crate::store::{self, StoredEvent};
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -60,6 +61,9 @@ pub(crate) struct CreateRequest {
     user_id: String,
     #[serde(default)]
     payer: Option<PayerInput>,
+    /// The merchant's page to send the member back to after a failure.
+    #[serde(default)]
+    return_url: Option<String>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -79,21 +83,20 @@ pub(crate) struct RefundRequest {
     reason: String,
 }
 
-/// Metadata of a command from an HTTP request.
-pub(crate) fn meta(caller: &Caller, headers: &HeaderMap) -> Meta {
-    let header = |n: &str| {
-        headers
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
+/// Metadata of a command from an HTTP request: who asked, the validated request id and the
+/// client address (`RequestContext`, set by the observing middleware), and the keys a client
+/// chose. Nothing unvalidated from a header enters the immutable log.
+pub(crate) fn meta(caller: &Caller, ctx: &RequestContext, headers: &HeaderMap) -> Meta {
     Meta {
         actor: caller.key_id().to_owned(),
-        request_id: header("x-request-id").unwrap_or_else(|| Uuid::now_v7().to_string()),
-        idempotency_key: header(idempotency::HEADER),
-        client_ip: header("x-forwarded-for"),
+        request_id: ctx.request_id.clone(),
+        idempotency_key: pipeline::idempotency_key(headers).ok().flatten(),
+        client_ip: ctx.client_ip.map(|ip| ip.to_string()),
         causation_id: None,
-        correlation_id: header("x-correlation-id").and_then(|v| Uuid::parse_str(&v).ok()),
+        correlation_id: headers
+            .get("x-correlation-id")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| Uuid::parse_str(v).ok()),
     }
 }
 
@@ -143,26 +146,31 @@ async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Extension(hash): Extension<BodyHash>,
+    Extension(ctx): Extension<RequestContext>,
+    nonce: Option<Extension<PendingNonce>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     if let Err(e) = caller.require(&[Role::Client, Role::Operator]) {
         return e.into_response();
     }
+    let meta = meta(&caller, &ctx, &headers);
     let route = "POST /api/v1/payments/create".to_owned();
-    idempotency::run(&state, &caller, route, &headers, &hash, |completion| {
-        create_payment(&state, &caller, &headers, &body, completion)
-    })
-    .await
+    let post = match pipeline::post(&caller, route, &headers, &hash, nonce.map(|n| n.0), meta) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    pipeline::run(&state, post, |ids| create_work(&state, &caller, &body, ids)).await
 }
 
-async fn create_payment(
+/// Validates a create, opens the gateway's order and decides what to append: the created
+/// payment, and its failure when the gateway refused the order, as one append.
+async fn create_work(
     state: &AppState,
     caller: &Caller,
-    headers: &HeaderMap,
     body: &Bytes,
-    completion: Option<IdempotencyCompletion>,
-) -> Result<Answer, ApiError> {
+    ids: pipeline::Ids,
+) -> Result<pipeline::Work, ApiError> {
     let req: CreateRequest = params::json(body)?;
     let currency = Currency::from_code(&req.currency).ok_or_else(|| {
         ApiError::BadRequest(format!(
@@ -177,20 +185,15 @@ async fn create_payment(
             req.payment_method
         ))
     })?;
-    crate::domain::payment::check_text(
-        "order_id",
-        &req.order_id,
-        crate::domain::payment::ID_TEXT_CHARS_MAX,
-    )?;
-    crate::domain::payment::check_text(
-        "user_id",
-        &req.user_id,
-        crate::domain::payment::ID_TEXT_CHARS_MAX,
-    )?;
+    check_text("order_id", &req.order_id, ID_TEXT_CHARS_MAX)?;
+    check_text("user_id", &req.user_id, ID_TEXT_CHARS_MAX)?;
+    if let Some(url) = &req.return_url {
+        check_return_url(url)?;
+    }
     let payer_input = req.payer.map(validate_payer).transpose()?;
 
-    let id = Uuid::now_v7();
-    let payment_no = format!("P{}", id.simple()).to_uppercase();
+    let id = ids.uuid("payment");
+    let payment_no = payment_no_of(id);
     let sealed = match &payer_input {
         Some(p) => {
             let key = state.keyring.data_key(&req.user_id).await?;
@@ -198,13 +201,13 @@ async fn create_payment(
         }
         None => None,
     };
-    let gateway = state.gateways.get(method);
-    let order = gateway.create_order(&payment_no, &amount).await;
-    let (payment_url, gateway_failure) = match order {
-        Ok(url) => (url, None),
-        Err(e) => (String::new(), Some(e)),
-    };
-    let command = Command::Create {
+    let payment_url = format!("{}/checkout/{payment_no}", state.settings.public_url);
+    let order = state
+        .gateways
+        .get(method)
+        .create_order(&payment_no, &amount)
+        .await;
+    let mut commands = vec![Command::Create {
         payment_id: id,
         payment_no,
         order_id: req.order_id,
@@ -212,90 +215,61 @@ async fn create_payment(
         amount,
         method,
         payment_url,
+        return_url: req.return_url,
         payer: sealed,
-    };
-    let meta = meta(caller, headers);
-    let respond: Respond = Arc::new(|events: &[StoredEvent]| {
-        let data = events.first().map(|e| e.data.clone()).unwrap_or_default();
-        let position = events.last().map(|e| e.position).unwrap_or(0);
-        let status = if events.iter().any(|e| e.event_type == "failed") {
-            "failed"
-        } else {
-            "pending"
-        };
-        let payment_id = events.first().map(|e| e.stream_id);
-        (
-            201,
-            envelope_ok(json!({
-                "payment_id": payment_id,
-                "payment_no": data["payment_no"],
-                "payment_url": data["payment_url"],
-                "status": status,
-                "amount": data["amount"],
-                "currency": data["currency"],
-                "position": position,
-            })),
-        )
-    });
-    let completion_for_create = if gateway_failure.is_some() {
-        None
-    } else {
-        completion.clone()
-    };
-    let idem = crate::service::Idempotent {
-        completion: completion_for_create,
-        respond: respond.clone(),
-    };
-    let outcome = state
-        .commands
-        .execute(id, &command, &meta, Some(&idem))
-        .await?;
-    let Outcome::Appended {
-        events, response, ..
-    } = outcome
-    else {
-        return Err(ApiError::Internal("create appended nothing".into()));
-    };
-    if let Some(reason) = gateway_failure {
-        // The gateway could not take the order after retries: record the failure so that the
-        // user sees it, and answer with it.
+    }];
+    if let Err(reason) = order {
+        // The gateway could not take the order after retries: the failure is part of the
+        // same append, so the member sees it and a replay answers exactly this.
         tracing::warn!(payment_id = %id, reason = %reason, "gateway refused the order");
-        let fail = Command::FailPayment {
+        commands.push(Command::FailPayment {
             reason: format!("gateway_error: {reason}"),
-        };
-        let idem = crate::service::Idempotent {
-            completion,
-            respond: respond.clone(),
-        };
-        let outcome = state
-            .commands
-            .execute(id, &fail, &meta, Some(&idem))
-            .await?;
-        if let Outcome::Appended { events: more, .. } = outcome {
-            let all: Vec<StoredEvent> = events.into_iter().chain(more).collect();
-            let (status, body) = respond(&all);
-            state
-                .wait_for(
-                    all.last().map(|e| e.position).unwrap_or(0),
-                    state.settings.limits.read_your_writes_wait,
-                )
-                .await;
-            return Ok(Answer {
-                status: StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED),
-                body,
-                stored: true,
-            });
-        }
+        });
     }
-    let position = events.last().map(|e| e.position).unwrap_or(0);
-    state
-        .wait_for(position, state.settings.limits.read_your_writes_wait)
-        .await;
-    let (status, body) = response.unwrap_or_else(|| respond(&events));
-    Ok(Answer {
-        status: StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED),
-        body,
-        stored: true,
+    let _ = caller;
+    Ok(pipeline::Work {
+        stream_id: id,
+        commands,
+        respond: Arc::new(|events: &[StoredEvent]| (201, envelope_ok(created_answer(events)))),
+        unchanged: Box::new(|_, _| {
+            (
+                StatusCode::CONFLICT,
+                ApiError::NotAllowed("payment already exists".into()).body(envelope::lang()),
+            )
+        }),
+        on_appended: None,
+    })
+}
+
+/// The payment number shown to members and gateways: derived from the payment's id, so the
+/// log alone resolves a number to its payment.
+pub fn payment_no_of(id: Uuid) -> String {
+    format!("P{}", id.simple()).to_uppercase()
+}
+
+/// The payment id a payment number names, if it is one (the inverse of `payment_no_of`).
+pub fn payment_id_of_no(payment_no: &str) -> Option<Uuid> {
+    let hex = payment_no.strip_prefix('P')?;
+    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    Uuid::parse_str(hex).ok()
+}
+
+/// The create answer, from every event the create appended.
+fn created_answer(events: &[StoredEvent]) -> Value {
+    let data = events.first().map(|e| e.data.clone()).unwrap_or_default();
+    let failed = events.iter().find(|e| e.event_type == "failed");
+    json!({
+        "payment_id": events.first().map(|e| e.stream_id),
+        "payment_no": data["payment_no"],
+        "payment_url": data["payment_url"],
+        "status": if failed.is_some() { "failed" } else { "pending" },
+        "failure_reason": failed.map(|e| e.data["reason"].clone()),
+        "amount": data["amount"],
+        "currency": data["currency"],
+        "return_url": data.get("return_url"),
+        "position": events.last().map(|e| e.position),
     })
 }
 
@@ -306,10 +280,13 @@ async fn create_payment(
         (status = 404, description = "no such payment (40401)", body = ErrorBody),
         (status = 409, description = "not refundable (40901) or exceeds refundable (40902)", body = ErrorBody), (status = 400, description = "bad input (40001)", body = ErrorBody), (status = 401, description = "bad credentials (40101) or stale timestamp / replayed nonce (40102)", body = ErrorBody), (status = 403, description = "role may not do this (40301)", body = ErrorBody)),
     security(("key_id" = [], "timestamp" = [], "nonce" = [], "signature" = [])))]
+#[allow(clippy::too_many_arguments)]
 async fn refund(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Extension(hash): Extension<BodyHash>,
+    Extension(ctx): Extension<RequestContext>,
+    nonce: Option<Extension<PendingNonce>>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -317,84 +294,67 @@ async fn refund(
     if let Err(e) = caller.require(&[Role::Operator]) {
         return e.into_response();
     }
+    let meta = meta(&caller, &ctx, &headers);
     let route = format!("POST /api/v1/payments/{id}/refund");
-    idempotency::run(
-        &state,
-        &caller,
-        route,
-        &headers,
-        &hash,
-        |completion| async {
-            let id = payment_id(&id)?;
-            let req: RefundRequest = params::json(&body)?;
-            let amount = parse_decimal(&req.amount.0)?;
-            let refund_id = Uuid::now_v7();
-            let command = Command::RequestRefund {
+    let post = match pipeline::post(&caller, route, &headers, &hash, nonce.map(|n| n.0), meta) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let gateways = state.gateways.clone();
+    pipeline::run(&state, post, |ids| async move {
+        let id = payment_id(&id)?;
+        let req: RefundRequest = params::json(&body)?;
+        let amount = parse_decimal(&req.amount.0)?;
+        let refund_id = ids.uuid("refund");
+        Ok(pipeline::Work {
+            stream_id: id,
+            commands: vec![Command::RequestRefund {
                 refund_id,
                 refund_no: format!("R{}", refund_id.simple()).to_uppercase(),
                 amount,
                 reason: req.reason,
-            };
-            let respond: Respond = Arc::new(move |events: &[StoredEvent]| {
-                let e = events.iter().find(|e| e.event_type == "refund_requested");
-                let data = e.map(|e| e.data.clone()).unwrap_or_default();
+            }],
+            respond: Arc::new(|events: &[StoredEvent]| (201, envelope_ok(refund_answer(events)))),
+            unchanged: Box::new(|_, _| {
                 (
-                    201,
-                    envelope_ok(json!({
-                        "id": data["refund_id"],
-                        "payment_id": e.map(|e| e.stream_id),
-                        "refund_no": data["refund_no"],
-                        "amount": data["amount"],
-                        "reason": data["reason"],
-                        "status": "processing",
-                        "created_at": e.map(|e| store::event::format_time(e.recorded_at)),
-                        "position": events.last().map(|e| e.position),
-                    })),
+                    StatusCode::CONFLICT,
+                    ApiError::NotAllowed("refund already requested".into()).body(envelope::lang()),
                 )
-            });
-            let idem = crate::service::Idempotent {
-                completion,
-                respond: respond.clone(),
-            };
-            let meta = meta(&caller, &headers);
-            let outcome = state
-                .commands
-                .execute(id, &command, &meta, Some(&idem))
-                .await?;
-            let Outcome::Appended {
-                events, response, ..
-            } = outcome
-            else {
-                return Err(ApiError::Internal("refund appended nothing".into()));
-            };
-            state.gateways.wake_refunds();
-            let position = events.last().map(|e| e.position).unwrap_or(0);
-            state
-                .wait_for(position, state.settings.limits.read_your_writes_wait)
-                .await;
-            let (status, body) = response.unwrap_or_else(|| respond(&events));
-            Ok(Answer {
-                status: StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED),
-                body,
-                stored: true,
-            })
-        },
-    )
+            }),
+            on_appended: Some(Box::new(move |_, _| gateways.wake_refunds())),
+        })
+    })
     .await
+}
+
+/// The refund answer, from the events the refund appended.
+fn refund_answer(events: &[StoredEvent]) -> Value {
+    let e = events.iter().find(|e| e.event_type == "refund_requested");
+    let data = e.map(|e| e.data.clone()).unwrap_or_default();
+    json!({
+        "id": data["refund_id"],
+        "payment_id": e.map(|e| e.stream_id),
+        "refund_no": data["refund_no"],
+        "amount": data["amount"],
+        "reason": data["reason"],
+        "status": "processing",
+        "created_at": e.map(|e| store::event::format_time(e.recorded_at)),
+        "position": events.last().map(|e| e.position),
+    })
 }
 
 /// Applies `min_position`, then returns the position the answer may claim.
 pub(crate) async fn read_position(state: &AppState, q: &Query) -> Result<i64, ApiError> {
     match q.min_position()? {
         Some(p) => Ok(state
-            .wait_for(p, state.settings.limits.min_position_wait)
+            .wait_for(p, state.settings.limits.min_position_wait())
             .await),
         None => Ok(state.position()),
     }
 }
 
 /// A payment's detail: from the cache, or from the read tables (then cached).
-pub(crate) async fn load_detail(
+pub async fn load_detail(
     state: &AppState,
     id: Uuid,
 ) -> Result<Option<Arc<PaymentDetail>>, ApiError> {
@@ -444,7 +404,7 @@ async fn detail_as_of(
         .into_iter()
         .filter(|e| e.recorded_at <= as_of)
         .collect();
-    let payer = match upto.first().map(crate::service::decode).transpose()? {
+    let payer = match upto.first().map(crate::store::decode).transpose()? {
         Some(crate::domain::PaymentEvent::Created(c)) => match &c.payer {
             Some(sealed) => {
                 let (name, account) = state.keyring.masked(&c.user_id, id, sealed).await?;
@@ -514,11 +474,22 @@ fn list_filter(q: &Query, page_size_max: u32) -> Result<ListFilter, ApiError> {
             return Err(ApiError::BadRequest("start_time is after end_time".into()));
         }
     }
+    let flagged = match q.filter("flagged").as_deref() {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "flagged {other:?} must be true or false"
+            )))
+        }
+    };
     Ok(ListFilter {
         order_no: q.filter("order_no"),
         payment_no: q.filter("payment_no"),
         user_id: None,
         status,
+        flagged,
         start_time,
         end_time,
         page: q.int("page", 1, 1, 1_000_000)? as u32,
@@ -556,6 +527,7 @@ async fn list(
             "order_no",
             "payment_no",
             "status",
+            "flagged",
             "start_time",
             "end_time",
             "min_position",

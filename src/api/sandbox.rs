@@ -15,9 +15,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
-use crate::crypto::signing;
 use crate::domain::PaymentMethod;
 use crate::projections::read;
+use crate::signing;
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()

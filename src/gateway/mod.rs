@@ -5,6 +5,7 @@
 //! gateway is asked what happened (`query_*`). Refund requests carry our `refund_no`, so a
 //! retried call can never refund twice.
 
+pub mod expiry;
 pub mod refunds;
 pub mod sandbox;
 
@@ -40,6 +41,15 @@ pub enum RefundOutcome {
     Rejected(String),
 }
 
+/// What closing an order (when a payment expires) found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CloseOutcome {
+    /// The order is closed (or never existed): the payer can no longer pay it.
+    Closed,
+    /// The payer paid first; its notification settles the payment.
+    AlreadyPaid,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum QueryOutcome {
     Succeeded,
@@ -64,15 +74,19 @@ pub trait Gateway: Send + Sync {
         amount: Decimal,
     ) -> Result<RefundOutcome, GatewayError>;
     async fn query_refund(&self, refund_no: &str) -> Result<QueryOutcome, GatewayError>;
+    /// Closes an order nobody paid, so that it can no longer be paid.
+    async fn close_order(&self, payment_no: &str) -> Result<CloseOutcome, GatewayError>;
 }
 
-/// How gateway calls are retried.
+/// How gateway calls are retried, and how long one call may take.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
     /// Retries after the first attempt (SPEC §8: 3).
     pub retries: u32,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// Longest one call may take; beyond it the call's outcome is unknown (a timeout).
+    pub call_timeout: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -81,6 +95,7 @@ impl Default for RetryPolicy {
             retries: 3,
             backoff_base: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
+            call_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -96,7 +111,18 @@ impl RetryPolicy {
         let mut timed_out = false;
         let mut last = GatewayError::Unavailable("not attempted".into());
         for attempt in 0..=self.retries {
-            match call().await {
+            let answer = tokio::time::timeout(self.call_timeout, call())
+                .await
+                .unwrap_or(Err(GatewayError::Timeout));
+            let outcome = match &answer {
+                Ok(_) => "ok",
+                Err(GatewayError::Refused(_)) => "refused",
+                Err(GatewayError::Timeout) => "timeout",
+                Err(GatewayError::Unavailable(_)) => "unavailable",
+            };
+            metrics::counter!("ledger_gateway_calls_total", "call" => what.to_owned(), "outcome" => outcome)
+                .increment(1);
+            match answer {
                 Ok(v) => return Ok(v),
                 Err(e @ GatewayError::Refused(_)) => return Err(e),
                 Err(e) => {
@@ -145,6 +171,12 @@ impl Gateways {
             retry,
             refund_wake: Arc::new(Notify::new()),
         }
+    }
+
+    /// Serves `method` with `gateway` (a real gateway instead of the sandbox).
+    pub fn with(mut self, method: PaymentMethod, gateway: Arc<dyn Gateway>) -> Self {
+        self.by_method.insert(method, gateway);
+        self
     }
 
     pub fn get(&self, method: PaymentMethod) -> MethodGateway<'_> {
@@ -200,7 +232,10 @@ impl MethodGateway<'_> {
         }
     }
 
-    /// Refunds with retries; an unknown outcome is settled by a query.
+    /// Refunds with retries; an unknown outcome is settled by a query. `Err` means the
+    /// outcome is still unknown (the gateway unavailable, a timeout the query cannot settle,
+    /// or a refund it does not know yet): the refund stays processing and is asked about
+    /// again later. Only a definite answer fails a refund.
     pub async fn refund(
         &self,
         refund_no: &str,
@@ -214,31 +249,29 @@ impl MethodGateway<'_> {
             })
             .await
         {
-            Err(call_error @ (GatewayError::Timeout | GatewayError::Unavailable(_))) => {
+            Err(GatewayError::Timeout | GatewayError::Unavailable(_)) => {
                 match self
                     .retry
                     .run("query_refund", || self.gateway.query_refund(refund_no))
-                    .await
+                    .await?
                 {
-                    Ok(QueryOutcome::Succeeded) => Ok(RefundOutcome::Confirmed),
-                    Ok(QueryOutcome::Pending) => Ok(RefundOutcome::Pending),
-                    Ok(QueryOutcome::Failed(r)) => Ok(RefundOutcome::Rejected(r)),
-                    Ok(QueryOutcome::NotFound) => Ok(RefundOutcome::Rejected(
-                        "gateway_unavailable_after_retries".into(),
+                    QueryOutcome::Succeeded => Ok(RefundOutcome::Confirmed),
+                    QueryOutcome::Pending => Ok(RefundOutcome::Pending),
+                    QueryOutcome::Failed(r) => Ok(RefundOutcome::Rejected(r)),
+                    QueryOutcome::NotFound => Err(GatewayError::Unavailable(
+                        "refund not known to the gateway yet".into(),
                     )),
-                    // A call that timed out may have refunded: while the query cannot say,
-                    // the outcome stays unknown and the refund stays processing (retried
-                    // later), so the ledger never declares failed what the gateway made.
-                    Err(e) if call_error == GatewayError::Timeout => Err(e),
-                    // Every call was refused at the door (never received): SPEC §8 marks the
-                    // refund failed and shows why; the amount is refundable again.
-                    Err(e) => Ok(RefundOutcome::Rejected(format!(
-                        "gateway_unavailable_after_retries: {e}"
-                    ))),
                 }
             }
             Err(GatewayError::Refused(r)) => Ok(RefundOutcome::Rejected(r)),
             Ok(o) => Ok(o),
         }
+    }
+
+    /// Closes an order with retries.
+    pub async fn close_order(&self, payment_no: &str) -> Result<CloseOutcome, GatewayError> {
+        self.retry
+            .run("close_order", || self.gateway.close_order(payment_no))
+            .await
     }
 }

@@ -3,13 +3,12 @@
 //! answer "unknown", reject refunds, notify twice, late or with the wrong amount), so that
 //! tests and demos can drive every path of SPEC §8.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
 use rust_decimal::Decimal;
 
-use super::{Gateway, GatewayError, QueryOutcome, RefundOutcome};
+use super::{CloseOutcome, Gateway, GatewayError, QueryOutcome, RefundOutcome};
 use crate::domain::Money;
 
 /// Faults armed by tests or by `LEDGER_SANDBOX_FAULTS`; each counter is consumed per call.
@@ -86,24 +85,69 @@ enum RefundState {
     Rejected(String),
 }
 
+/// An order as the sandbox knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderState {
+    Open,
+    Paid,
+    Closed,
+}
+
 pub struct Sandbox {
     base_url: String,
     pub faults: Faults,
-    orders: Mutex<HashMap<String, Money>>,
-    refunds: Mutex<HashMap<String, RefundState>>,
+    /// Bounded: the oldest orders and refunds are forgotten first (a forgotten refund is
+    /// "not found", an unknown outcome the refund driver asks about again).
+    orders: moka::sync::Cache<String, (Money, OrderState)>,
+    refunds: moka::sync::Cache<String, RefundState>,
+    /// Serialises refund decisions so a refund_no is decided once.
+    refund_gate: Mutex<()>,
     /// Gateway calls made (for tests and metrics).
     pub calls: AtomicU32,
+    /// Refund calls that executed a refund (each refund_no counts once).
+    pub refunds_executed: AtomicU32,
 }
 
 impl Sandbox {
     pub fn new(base_url: &str, faults: Faults) -> Self {
+        Self::bounded(base_url, faults, 100_000)
+    }
+
+    pub fn bounded(base_url: &str, faults: Faults, entries_max: usize) -> Self {
         Self {
             base_url: base_url.trim_end_matches('/').to_owned(),
             faults,
-            orders: Mutex::new(HashMap::new()),
-            refunds: Mutex::new(HashMap::new()),
+            orders: moka::sync::Cache::new(entries_max as u64),
+            refunds: moka::sync::Cache::new(entries_max as u64),
+            refund_gate: Mutex::new(()),
             calls: AtomicU32::new(0),
+            refunds_executed: AtomicU32::new(0),
         }
+    }
+
+    /// The order's state, if the sandbox still remembers it.
+    pub fn order_state(&self, payment_no: &str) -> Option<OrderState> {
+        self.orders.get(payment_no).map(|o| o.1)
+    }
+
+    /// Marks an open order paid (its pay page was used); false when it is closed.
+    pub fn mark_paid(&self, payment_no: &str) -> bool {
+        match self.orders.get(payment_no) {
+            Some((_, OrderState::Closed)) => false,
+            Some((m, _)) => {
+                self.orders
+                    .insert(payment_no.to_owned(), (m, OrderState::Paid));
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// How many entries the sandbox holds (orders, refunds): bounded by its capacity.
+    pub fn entries(&self) -> (u64, u64) {
+        self.orders.run_pending_tasks();
+        self.refunds.run_pending_tasks();
+        (self.orders.entry_count(), self.refunds.entry_count())
     }
 
     pub fn pay_url(&self, payment_no: &str) -> String {
@@ -113,27 +157,21 @@ impl Sandbox {
     /// How many distinct refunds the sandbox executed (each refund_no counts once).
     pub fn refunds_done(&self) -> usize {
         self.refunds
-            .lock()
-            .map(|r| {
-                r.values()
-                    .filter(|s| matches!(s, RefundState::Done))
-                    .count()
-            })
-            .unwrap_or(0)
+            .iter()
+            .filter(|(_, s)| matches!(s, RefundState::Done))
+            .count()
     }
 
     /// Marks a pending refund as settled (as the gateway's own back office would).
     pub fn settle_refund(&self, refund_no: &str, success: bool) {
-        if let Ok(mut r) = self.refunds.lock() {
-            r.insert(
-                refund_no.to_owned(),
-                if success {
-                    RefundState::Done
-                } else {
-                    RefundState::Rejected("gateway_rejected".into())
-                },
-            );
-        }
+        self.refunds.insert(
+            refund_no.to_owned(),
+            if success {
+                RefundState::Done
+            } else {
+                RefundState::Rejected("gateway_rejected".into())
+            },
+        );
     }
 
     fn before_call(&self) -> Result<bool, GatewayError> {
@@ -149,8 +187,9 @@ impl Sandbox {
 impl Gateway for Sandbox {
     async fn create_order(&self, payment_no: &str, amount: &Money) -> Result<String, GatewayError> {
         let time_out = self.before_call()?;
-        if let Ok(mut o) = self.orders.lock() {
-            o.insert(payment_no.to_owned(), *amount);
+        if self.orders.get(payment_no).is_none() {
+            self.orders
+                .insert(payment_no.to_owned(), (*amount, OrderState::Open));
         }
         if time_out {
             return Err(GatewayError::Timeout);
@@ -165,15 +204,11 @@ impl Gateway for Sandbox {
         if self.before_call()? {
             return Err(GatewayError::Timeout);
         }
-        let known = self
-            .orders
-            .lock()
-            .map(|o| o.contains_key(payment_no))
-            .unwrap_or(false);
-        Ok(if known {
-            (QueryOutcome::Pending, Some(self.pay_url(payment_no)))
-        } else {
-            (QueryOutcome::NotFound, None)
+        Ok(match self.order_state(payment_no) {
+            Some(OrderState::Open) => (QueryOutcome::Pending, Some(self.pay_url(payment_no))),
+            Some(OrderState::Paid) => (QueryOutcome::Succeeded, Some(self.pay_url(payment_no))),
+            Some(OrderState::Closed) => (QueryOutcome::Failed("closed".into()), None),
+            None => (QueryOutcome::NotFound, None),
         })
     }
 
@@ -184,22 +219,23 @@ impl Gateway for Sandbox {
         _amount: Decimal,
     ) -> Result<RefundOutcome, GatewayError> {
         let time_out = self.before_call()?;
-        let mut refunds = self
-            .refunds
+        let _gate = self
+            .refund_gate
             .lock()
             .map_err(|_| GatewayError::Unavailable("sandbox state poisoned".into()))?;
         // The refund_no is the idempotency key: a retried call reports the first outcome.
-        let state = match refunds.get(refund_no) {
-            Some(s) => s.clone(),
+        let state = match self.refunds.get(refund_no) {
+            Some(s) => s,
             None => {
                 let s = if take(&self.faults.reject_refunds) {
                     RefundState::Rejected("sandbox fault: reject_refunds".into())
                 } else if take(&self.faults.pending_refunds) {
                     RefundState::Pending
                 } else {
+                    self.refunds_executed.fetch_add(1, Ordering::Relaxed);
                     RefundState::Done
                 };
-                refunds.insert(refund_no.to_owned(), s.clone());
+                self.refunds.insert(refund_no.to_owned(), s.clone());
                 s
             }
         };
@@ -220,16 +256,26 @@ impl Gateway for Sandbox {
         if take(&self.faults.unknown_next) {
             return Ok(QueryOutcome::Pending);
         }
-        let state = self
-            .refunds
-            .lock()
-            .ok()
-            .and_then(|r| r.get(refund_no).cloned());
-        Ok(match state {
+        Ok(match self.refunds.get(refund_no) {
             Some(RefundState::Done) => QueryOutcome::Succeeded,
             Some(RefundState::Pending) => QueryOutcome::Pending,
             Some(RefundState::Rejected(r)) => QueryOutcome::Failed(r),
             None => QueryOutcome::NotFound,
+        })
+    }
+
+    async fn close_order(&self, payment_no: &str) -> Result<CloseOutcome, GatewayError> {
+        if self.before_call()? {
+            return Err(GatewayError::Timeout);
+        }
+        Ok(match self.orders.get(payment_no) {
+            Some((_, OrderState::Paid)) => CloseOutcome::AlreadyPaid,
+            Some((m, _)) => {
+                self.orders
+                    .insert(payment_no.to_owned(), (m, OrderState::Closed));
+                CloseOutcome::Closed
+            }
+            None => CloseOutcome::Closed,
         })
     }
 }
