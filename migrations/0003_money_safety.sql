@@ -57,3 +57,11 @@ CREATE TABLE expiry_schedule (
 
 CREATE INDEX idx_payment_refunds_processing ON payment_refunds (created_at) WHERE status = 0;
 CREATE INDEX idx_payments_pending ON payments (created_at) WHERE status = 0;
+
+-- Totals from the log find their events by type and time instead of scanning the log.
+CREATE INDEX events_type_recorded_at_idx ON events (event_type, recorded_at);
+
+-- Client keys bound to a merchant see only that merchant's payments.
+ALTER TABLE payments ADD COLUMN merchant TEXT;
+CREATE INDEX idx_payments_merchant_created ON payments (merchant, created_at DESC, id DESC)
+    WHERE merchant IS NOT NULL;

@@ -7,14 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use uuid::Uuid;
 
 use crate::api::{self, AppState};
 use crate::bus::{self, NatsBus};
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::duties::{Duty, Leadership};
 use crate::gateway::{sandbox, Gateways, RetryPolicy};
 use crate::projections::cache::ReadCache;
 use crate::projections::runner::{self, Projector};
@@ -34,8 +36,6 @@ pub enum ServeRole {
     All,
 }
 
-/// How long shutdown waits for background tasks (SPEC §11: exit within 30 s).
-pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(25);
 /// How often expired nonces and idempotency keys are purged.
 pub const PURGE_INTERVAL: Duration = Duration::from_secs(600);
 
@@ -59,6 +59,8 @@ pub async fn build(
     store::migrate(&pool).await?;
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
+    // This process's name in the duty leases: unique, so a restarted node is a new holder.
+    let node_id = format!("node-{}", Uuid::now_v7().simple());
 
     let head = store::head_position(&pool).await?;
     let limits = &settings.limits;
@@ -97,8 +99,13 @@ pub async fn build(
             let bus = NatsBus::connect(n)
                 .await
                 .map_err(|e| anyhow::anyhow!("NATS_URL: {e}"))?;
-            if let Err(e) = bus.ensure_stream().await {
-                tracing::warn!(error = %e, "NATS stream not ready yet; the relay will retry");
+            match bus.ensure_stream().await {
+                Ok(()) => {}
+                // A stream that can never take our events stops start-up with its reason.
+                Err(e @ crate::bus::BusError::Misconfigured(_)) => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "NATS stream not ready yet; the relay will retry")
+                }
             }
             Some(bus)
         }
@@ -116,22 +123,77 @@ pub async fn build(
     };
     let gateways = Arc::new(Gateways::sandbox(sandbox, retry));
 
-    let runs_projector = matches!(role, ServeRole::Projector | ServeRole::All);
-    if runs_projector {
+    // Every node hears every node's appends and projections through PostgreSQL.
+    let (projected_tx, projected_rx) = watch::channel(0i64);
+    tracker.spawn(bus::listen(
+        pool.clone(),
+        wake.clone(),
+        projected_tx,
+        cancel.clone(),
+    ));
+    let runs_duties = matches!(role, ServeRole::Projector | ServeRole::All);
+    if runs_duties {
+        let leadership = Leadership {
+            pool: pool.clone(),
+            node: node_id.clone(),
+            ttl: limits.lease_ttl(),
+        };
         let local_head = (role == ServeRole::All).then(|| writer.head());
-        tracker.spawn(
-            projector
-                .clone()
-                .run(local_head, wake.clone(), cancel.clone()),
-        );
-        if let Some(bus) = &bus {
-            tracker.spawn(bus::run_relay(
+        {
+            let (projector, wake) = (projector.clone(), wake.clone());
+            let writer_for_projector = writer.clone();
+            let (pool, cache, applied, projected) = (
                 pool.clone(),
-                bus.clone(),
-                settings.limits.relay_batch_max,
-                Some(writer.head()),
+                cache.clone(),
+                projector.applied_sender(),
+                projected_rx.clone(),
+            );
+            leadership.spawn(
+                &tracker,
+                Duty::Projector,
                 cancel.clone(),
-            ));
+                move |lease, stop| {
+                    let handoff = local_head
+                        .is_some()
+                        .then(|| writer_for_projector.committed());
+                    projector.fenced(lease.fence()).run(
+                        local_head.clone(),
+                        handoff,
+                        wake.clone(),
+                        stop,
+                    )
+                },
+                move |stop| {
+                    runner::follow_remote(
+                        pool.clone(),
+                        cache.clone(),
+                        applied.clone(),
+                        projected.clone(),
+                        stop,
+                    )
+                },
+            );
+        }
+        if let Some(bus) = &bus {
+            let (pool, bus, head, wake) = (pool.clone(), bus.clone(), writer.head(), wake.clone());
+            let batch_max = limits.relay_batch_max;
+            leadership.spawn(
+                &tracker,
+                Duty::Relay,
+                cancel.clone(),
+                move |lease, stop| {
+                    bus::run_relay(
+                        pool.clone(),
+                        bus.clone(),
+                        batch_max,
+                        Some(head.clone()),
+                        wake.clone(),
+                        Some(lease),
+                        stop,
+                    )
+                },
+                |_stop| async {},
+            );
         }
         let refunds = crate::gateway::refunds::RefundDriver {
             pool: pool.clone(),
@@ -140,7 +202,13 @@ pub async fn build(
             concurrency_max: limits.refund_concurrency_max,
             backoff_max: Duration::from_secs(limits.refund_backoff_max_secs),
         };
-        tracker.spawn(refunds.run(cancel.clone()));
+        leadership.spawn(
+            &tracker,
+            Duty::Refunds,
+            cancel.clone(),
+            move |lease, stop| refunds.clone().run(Some(lease), stop),
+            |_stop| async {},
+        );
         if let Some(ttl) = settings.payment_ttl {
             let expiry = crate::gateway::expiry::ExpiryDriver {
                 pool: pool.clone(),
@@ -149,25 +217,22 @@ pub async fn build(
                 ttl,
                 backoff_max: Duration::from_secs(limits.refund_backoff_max_secs),
             };
-            tracker.spawn(expiry.run(cancel.clone()));
+            leadership.spawn(
+                &tracker,
+                Duty::Expiry,
+                cancel.clone(),
+                move |lease, stop| expiry.clone().run(Some(lease), stop),
+                |_stop| async {},
+            );
         }
     } else {
         tracker.spawn(runner::follow_remote(
             pool.clone(),
             cache.clone(),
             projector.applied_sender(),
-            wake.clone(),
+            projected_rx,
             cancel.clone(),
         ));
-    }
-    if let Some(bus) = &bus {
-        if role != ServeRole::All {
-            tracker.spawn(bus::wake_on_messages(
-                bus.clone(),
-                wake.clone(),
-                cancel.clone(),
-            ));
-        }
     }
     {
         let pool = pool.clone();
@@ -193,6 +258,7 @@ pub async fn build(
         keyring: Keyring::new(pool.clone(), settings.master_key.clone()),
         key_turns: crate::api::pipeline::KeyTurns::default(),
         id_secret: settings.master_key.derive("ids"),
+        verify_turns: tokio::sync::Semaphore::new(settings.limits.verify_concurrent_max.max(1)),
         settings,
         pool,
         commands,
@@ -203,6 +269,9 @@ pub async fn build(
         metrics: crate::telemetry::metrics_handle(),
         gateways,
     });
+    if runs_duties {
+        tracker.spawn(crate::watch::Watch::new(state.clone()).run(cancel.clone()));
+    }
     Ok(Ledger {
         state,
         projector,
@@ -230,20 +299,20 @@ pub async fn serve(
             _ = cancel.cancelled() => {}
         }
     };
-    let service = router.into_make_service();
-    let served = match ledger.state.settings.tls.clone() {
-        Some(tls) => {
-            let listener = crate::tls::TlsListener::new(listener, tls)?;
-            axum::serve(listener, service)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-        None => {
-            axum::serve(listener, service)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
+    let limits = &ledger.state.settings.limits;
+    let bounds = crate::server::ServeLimits {
+        header_read_timeout: Duration::from_millis(limits.header_read_timeout_ms),
+        connections_per_peer_max: limits.connections_per_peer_max,
+        drain_deadline: limits.shutdown_deadline(),
     };
+    let served = crate::server::serve(
+        listener,
+        ledger.state.settings.tls.clone(),
+        router,
+        bounds,
+        shutdown,
+    )
+    .await;
     stop(&ledger).await;
     served.map_err(|e| anyhow::anyhow!("server error: {e}"))
 }
@@ -252,9 +321,12 @@ pub async fn serve(
 pub async fn stop(ledger: &Ledger) {
     ledger.cancel.cancel();
     ledger.tracker.close();
-    if tokio::time::timeout(SHUTDOWN_DEADLINE, ledger.tracker.wait())
-        .await
-        .is_err()
+    if tokio::time::timeout(
+        ledger.state.settings.limits.shutdown_deadline(),
+        ledger.tracker.wait(),
+    )
+    .await
+    .is_err()
     {
         tracing::warn!("background tasks did not stop in time");
     }

@@ -44,6 +44,11 @@ impl Client {
         }
     }
 
+    /// The service's base URL, without a trailing slash.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// Sends a signed request. `path` is the request target (path and query) exactly as sent.
     pub async fn send(
         &self,
@@ -100,9 +105,15 @@ pub struct Request<'a> {
     pub lang: &'a str,
     /// Sign as this gateway instead of as an API key.
     pub gateway: Option<&'a str>,
+    /// Print only this value of the answer (`data.payment_id`), as `jq -r` would.
+    pub field: Option<&'a str>,
 }
 
-/// `ledger api METHOD PATH [BODY]`: prints the JSON answer; exits non-zero on an HTTP error.
+/// Exit status of `ledger api` when the answer is not 2xx or `--field` names nothing.
+pub const EXIT_ANSWER: i32 = 1;
+
+/// `ledger api METHOD PATH [BODY]`: prints the JSON answer (or one value of it with
+/// `--field`); exits [`EXIT_ANSWER`] on a non-2xx answer or a missing field.
 pub async fn run_cli(config: &RawConfig, request: Request<'_>) -> anyhow::Result<i32> {
     let Request {
         method,
@@ -112,12 +123,14 @@ pub async fn run_cli(config: &RawConfig, request: Request<'_>) -> anyhow::Result
         idempotency_key,
         lang,
         gateway,
+        field,
     } = request;
     let (key_id, secret) = match gateway {
         Some(name) => gateway_credentials(config, name)?,
         None => client_credentials(Path::new(&config.data_dir)).ok_or_else(|| {
             anyhow::anyhow!(
-                "LEDGER_KEY_ID / LEDGER_SECRET: not set (and no development credentials in {})",
+                "LEDGER_KEY_ID / LEDGER_SECRET: not set (and no development credentials in {}; \
+                 `ledger serve` generates them on its first start)",
                 config.data_dir.display()
             )
         })?,
@@ -128,12 +141,104 @@ pub async fn run_cli(config: &RawConfig, request: Request<'_>) -> anyhow::Result
     if let Some(k) = idempotency_key.as_deref() {
         extra.push(("idempotency-key", k));
     }
-    let answer = client
-        .send(method, path, body, &extra)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach {base}: {e}"))?;
-    println!("{}", serde_json::to_string_pretty(&answer.body)?);
-    Ok(if answer.status < 400 { 0 } else { 1 })
+    let answer = client.send(method, path, body, &extra).await.map_err(|e| {
+        anyhow::anyhow!("cannot reach {base}: {e} (is `ledger serve` running? `ledger doctor` checks the setup)")
+    })?;
+    let pretty = serde_json::to_string_pretty(&answer.body)?;
+    let success = (200..300).contains(&answer.status);
+    match field {
+        None => {
+            println!("{pretty}");
+            if !success {
+                eprintln!("error: {method} {path} answered HTTP {}", answer.status);
+            }
+        }
+        Some(_) if !success => {
+            // The value asked for is not there; show the whole answer where a script's
+            // `$(…)` does not swallow it.
+            eprintln!("{pretty}");
+            eprintln!("error: {method} {path} answered HTTP {}", answer.status);
+        }
+        Some(path_expr) => match field_value(&answer.body, path_expr) {
+            Ok(v) => println!("{}", raw_text(v)),
+            Err(e) => {
+                eprintln!("{pretty}");
+                eprintln!("error: --field {path_expr}: {e}");
+                return Ok(EXIT_ANSWER);
+            }
+        },
+    }
+    Ok(if success { 0 } else { EXIT_ANSWER })
+}
+
+/// The value at a dot-separated path (`data.list.0.id`; a leading `.` is allowed, as in jq):
+/// a segment names an object's key, or an array's index. The error says where the path
+/// stopped and what was there instead.
+pub fn field_value<'a>(
+    value: &'a serde_json::Value,
+    path: &str,
+) -> Result<&'a serde_json::Value, String> {
+    use serde_json::Value;
+    let path = path.strip_prefix('.').unwrap_or(path);
+    let mut at = value;
+    let mut walked = String::new();
+    for segment in path.split('.').filter(|s| !s.is_empty()) {
+        let here = if walked.is_empty() {
+            "the answer".to_owned()
+        } else {
+            walked.clone()
+        };
+        at = match at {
+            Value::Object(map) => map.get(segment).ok_or_else(|| {
+                let keys: Vec<&str> = map.keys().map(String::as_str).collect();
+                format!(
+                    "{here} has no {segment:?} (it has: {})",
+                    if keys.is_empty() {
+                        "nothing".to_owned()
+                    } else {
+                        keys.join(", ")
+                    }
+                )
+            })?,
+            Value::Array(items) => segment
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| items.get(i))
+                .ok_or_else(|| {
+                    format!(
+                        "{here} is a list of {} item(s); {segment:?} is not an index in it",
+                        items.len()
+                    )
+                })?,
+            other => {
+                return Err(format!(
+                    "{here} is {}, which has no {segment:?}",
+                    kind(other)
+                ))
+            }
+        };
+        if !walked.is_empty() {
+            walked.push('.');
+        }
+        walked.push_str(segment);
+    }
+    Ok(at)
+}
+
+fn kind(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => "null".to_owned(),
+        serde_json::Value::String(s) => format!("the string {s:?}"),
+        other => format!("the value {other}"),
+    }
+}
+
+/// A value as `jq -r` prints it: a string without quotes, anything else as compact JSON.
+pub fn raw_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// A gateway's key id (its method name) and secret, from LEDGER_GATEWAY_SECRETS or the
@@ -159,4 +264,29 @@ pub fn gateway_credentials(config: &RawConfig, name: &str) -> anyhow::Result<(St
         anyhow::anyhow!("LEDGER_GATEWAY_SECRETS: no secret for {}", method.name())
     })?;
     Ok((method.name().to_owned(), secret.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_field_path_reads_like_jq_raw_output() {
+        let v = json!({"code": 0, "data": {"payment_id": "p-1", "position": 7, "list": [{"id": "a"}, {"id": "b"}], "payer": null}});
+        let f = |p: &str| field_value(&v, p).map(raw_text);
+        assert_eq!(f("data.payment_id").unwrap(), "p-1");
+        assert_eq!(f(".data.payment_id").unwrap(), "p-1");
+        assert_eq!(f("data.position").unwrap(), "7");
+        assert_eq!(f("data.list.1.id").unwrap(), "b");
+        assert_eq!(f("data.list.0").unwrap(), r#"{"id":"a"}"#);
+        assert_eq!(f("data.payer").unwrap(), "null");
+        let e = f("data.payment_idx").unwrap_err();
+        assert!(
+            e.contains("\"payment_idx\"") && e.contains("payment_id"),
+            "{e}"
+        );
+        assert!(f("data.list.2").unwrap_err().contains("2 item(s)"));
+        assert!(f("data.position.x").unwrap_err().contains("data.position"));
+    }
 }

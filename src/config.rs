@@ -190,12 +190,23 @@ pub struct Limits {
     /// A console session ends after this long without a request.
     #[arg(long, env = "LEDGER_CONSOLE_IDLE_SECS", default_value_t = 1800)]
     pub console_idle_secs: u64,
+    /// A console session ends this long after sign-in, however active.
+    #[arg(long, env = "LEDGER_CONSOLE_SESSION_MAX_SECS", default_value_t = 12 * 3600)]
+    pub console_session_max_secs: u64,
     /// Failed console sign-ins per key id (and per address) in a 15-minute window.
     #[arg(long, env = "LEDGER_SIGNIN_FAILURES_MAX", default_value_t = 5)]
     pub signin_failures_max: u32,
+    /// How long a node's lease on a background duty lasts unless renewed (renewed every
+    /// third of it): the longest a dead leader's duty waits for another node.
+    #[arg(long, env = "LEDGER_LEASE_TTL_MS", default_value_t = 3_000, value_parser = clap::value_parser!(u64).range(300..))]
+    pub lease_ttl_ms: u64,
     /// How long shutdown waits for background tasks (SPEC §11: exit within 30 s).
     #[arg(long, env = "LEDGER_SHUTDOWN_DEADLINE_SECS", default_value_t = 25)]
     pub shutdown_deadline_secs: u64,
+    /// Pause between two passes of the periodic checks (chain verification from genesis,
+    /// totals, samples) on projector nodes: each pass reads the whole log once.
+    #[arg(long, env = "LEDGER_WATCH_INTERVAL_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub watch_interval_secs: u64,
 }
 
 impl Default for Limits {
@@ -228,8 +239,14 @@ impl Limits {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
     }
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_millis(self.lease_ttl_ms)
+    }
     pub fn shutdown_deadline(&self) -> Duration {
         Duration::from_secs(self.shutdown_deadline_secs)
+    }
+    pub fn watch_interval(&self) -> Duration {
+        Duration::from_secs(self.watch_interval_secs)
     }
 }
 
@@ -237,6 +254,8 @@ impl Limits {
 /// variable. Secrets are `hide_env_values` so `--help` never prints them.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RawConfig {
+    /// PostgreSQL URL (postgres:// or postgresql://). The database is created and migrated at
+    /// start if missing; TLS options in the URL (sslmode, sslrootcert) are honoured.
     #[arg(
         long,
         env = "DATABASE_URL",
@@ -244,39 +263,60 @@ pub struct RawConfig {
         value_parser = database_url
     )]
     pub database_url: String,
+    /// NATS server URL (nats://, tls:// or ws://; several comma-separated for a cluster).
     /// `none` runs single-node with the in-process bus.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222", value_parser = nats_url)]
     pub nats_url: String,
+    /// Address the API listens on, IP:PORT.
     #[arg(long, env = "LEDGER_BIND", default_value = "127.0.0.1:8080", value_parser = socket_addr("LEDGER_BIND"))]
     pub bind: SocketAddr,
+    /// Subject prefix: events are published to {prefix}.payment.{event_type}. Tokens of
+    /// [A-Za-z0-9_-] joined by dots.
     #[arg(long, env = "LEDGER_NATS_PREFIX", default_value = "ledger", value_parser = subject_prefix)]
     pub nats_prefix: String,
+    /// JetStream stream, created if missing (duplicate window 2 min). 1-64 of [A-Za-z0-9_-].
     #[arg(long, env = "LEDGER_NATS_STREAM", default_value = "LEDGER_EVENTS", value_parser = stream_name)]
     pub nats_stream: String,
-    /// Replicas of the JetStream stream (3 in a NATS cluster).
+    /// Replicas of the JetStream stream, 1-5 (3 in a NATS cluster).
     #[arg(long, env = "LEDGER_NATS_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
     pub nats_replicas: u8,
+    /// API keys: key_id:secret:role[,…]; role client, operator, auditor, finance or admin; a
+    /// client key may be bound to a merchant (key_id:secret:client:merchant, merchant 1-64
+    /// printable characters); secrets of at least 8 characters; a key id may not be a gateway's
+    /// name. Generated into LEDGER_DATA_DIR in development, required in production.
     #[arg(long, env = "LEDGER_API_KEYS", hide_env_values = true)]
     pub api_keys: Option<String>,
+    /// Secrets of the signed-JSON gateways: method:secret[,…]; method alipay, wechat, bank or
+    /// credit_card; secrets of at least 8 characters. Generated in development, required in
+    /// production.
     #[arg(long, env = "LEDGER_GATEWAY_SECRETS", hide_env_values = true)]
     pub gateway_secrets: Option<String>,
+    /// 64 hex characters (32 bytes): wraps each user's payer data key (AES-256-GCM).
+    /// Generated in development, required in production.
     #[arg(long, env = "LEDGER_MASTER_KEY", hide_env_values = true)]
     pub master_key: Option<String>,
+    /// 64 hex characters: the Ed25519 seed that signs audit digests. Generated in development,
+    /// required in production.
     #[arg(long, env = "LEDGER_SIGNING_KEY", hide_env_values = true)]
     pub signing_key: Option<String>,
+    /// How long an entry of the read cache lives, in seconds.
     #[arg(long, env = "LEDGER_CACHE_TTL_SECS", default_value_t = 1800)]
     pub cache_ttl_secs: u64,
+    /// Entries the read cache holds (at least 1).
     #[arg(long, env = "LEDGER_CACHE_CAPACITY", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub cache_capacity: u64,
-    /// `production` refuses to start without explicit keys and with the sandbox on.
+    /// development, test or production. `production` refuses to start without explicit keys
+    /// and with the sandbox on.
     #[arg(long, env = "LEDGER_ENV", value_enum, default_value = "development")]
     pub env: Environment,
-    /// Where generated development keys are kept.
+    /// Where generated development keys are kept (and `ledger demo`'s settlement file).
     #[arg(long, env = "LEDGER_DATA_DIR", default_value = ".ledger-data")]
     pub data_dir: PathBuf,
-    /// Base URL members and clients reach this service at (payment_url, portal links).
+    /// Base URL members and clients reach this service at (payment_url, portal links); an
+    /// http(s):// URL, default http://LEDGER_BIND (https:// with TLS).
     #[arg(long, env = "LEDGER_PUBLIC_URL", value_parser = public_url)]
     pub public_url: Option<String>,
+    /// Connections in the database pool, 2-1000.
     #[arg(long, env = "LEDGER_DB_MAX_CONNECTIONS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(2..=1000))]
     pub db_max_connections: u32,
     /// PEM certificate chain: with LEDGER_TLS_KEY, the API is served over TLS.
@@ -288,16 +328,17 @@ pub struct RawConfig {
     /// Pending payments fail with reason `expired` after this long (0 never expires them).
     #[arg(long, env = "LEDGER_PAYMENT_TTL_SECS", default_value_t = 1800)]
     pub payment_ttl_secs: u64,
-    /// The sandbox gateway (`on` by default in development; refused in production).
+    /// The sandbox gateway, on or off (on by default in development; refused in production).
     #[arg(long, env = "LEDGER_SANDBOX", value_enum)]
     pub sandbox: Option<SandboxMode>,
-    /// The sandbox gateway's own signing secret (generated in development).
+    /// The sandbox gateway's own signing secret, at least 8 characters (generated in
+    /// development into LEDGER_DATA_DIR/sandbox.secret).
     #[arg(long, env = "LEDGER_SANDBOX_SECRET", hide_env_values = true)]
     pub sandbox_secret: Option<String>,
     /// Peers whose `X-Forwarded-For` is believed: comma-separated addresses or CIDR blocks.
     #[arg(long, env = "LEDGER_TRUSTED_PROXIES", default_value = "", value_parser = trusted_proxies)]
     pub trusted_proxies: TrustedProxies,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Limits")]
     pub limits: Limits,
 }
 

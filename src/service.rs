@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::domain::events::PaymentEvent;
 use crate::domain::{decide, evolve, fold, Command, DomainError, Payment};
 use crate::store::{
-    self, decode_all, AppendRequest, Claim, IdempotencyKey, NewEvent, NonceUse, Respond,
+    self, decode_all, AppendRequest, Claim, Fence, IdempotencyKey, NewEvent, NonceUse, Respond,
     StoreError, StoredEvent, Writer,
 };
 
@@ -99,6 +99,8 @@ pub struct Bookkeeping {
     pub nonce: Option<NonceUse>,
     pub idempotency: Option<IdempotencyKey>,
     pub respond: Option<Respond>,
+    /// The lease of the background duty making the request (refund and expiry drivers).
+    pub fence: Option<Fence>,
 }
 
 impl Bookkeeping {
@@ -168,6 +170,7 @@ impl CommandService {
 
     /// Runs commands against a stream as one decision (their events are appended together),
     /// retrying on version conflicts. `book` goes into the same commit as the events.
+    #[tracing::instrument(name = "command", skip_all, fields(payment_id = %stream_id, request_id = %meta.request_id, key_id = %meta.actor))]
     pub async fn execute(
         &self,
         stream_id: Uuid,
@@ -222,6 +225,7 @@ impl CommandService {
                     nonce: book.nonce.clone(),
                     idempotency: book.idempotency.clone(),
                     respond: book.respond.clone(),
+                    fence: book.fence.clone(),
                 };
                 match self.writer.append(request).await {
                     Ok(appended) => {

@@ -26,6 +26,7 @@ fn create() -> Command {
         method: PaymentMethod::Alipay,
         payment_url: "http://127.0.0.1:8080/checkout/P1".into(),
         return_url: None,
+        merchant: None,
         payer: None,
     }
 }

@@ -41,6 +41,7 @@ pub fn flow(i: u64) -> anyhow::Result<AppendRequest> {
             amount: Money::parse("100.00", currency)?,
             method: PaymentMethod::Alipay,
             return_url: None,
+            merchant: None,
             payer: None,
         },
         Command::Notify(Notification {

@@ -71,6 +71,10 @@ pub struct Created {
     /// Where the merchant wants the member sent to try again after a failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub return_url: Option<String>,
+    /// The merchant whose bound client key created the payment (keys bound to a merchant
+    /// see only its payments).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant: Option<String>,
     /// Payer data sealed under the user's data key; only ciphertext enters the log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payer: Option<SealedPayer>,

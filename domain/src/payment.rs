@@ -114,6 +114,8 @@ pub struct Payment {
     pub method: PaymentMethod,
     pub payment_url: String,
     pub return_url: Option<String>,
+    /// The merchant that created it, when its key was bound to one.
+    pub merchant: Option<String>,
     pub status: PaymentStatus,
     pub paid_at: Option<DateTime<Utc>>,
     pub gateway_trade_no: Option<String>,
@@ -233,6 +235,7 @@ pub enum Command {
         method: PaymentMethod,
         payment_url: String,
         return_url: Option<String>,
+        merchant: Option<String>,
         payer: Option<SealedPayer>,
     },
     Notify(Notification),
@@ -327,6 +330,7 @@ fn decide_create(command: &Command) -> Result<Vec<PaymentEvent>, DomainError> {
         method,
         payment_url,
         return_url,
+        merchant,
         payer,
     } = command
     else {
@@ -347,6 +351,7 @@ fn decide_create(command: &Command) -> Result<Vec<PaymentEvent>, DomainError> {
         payment_method: *method,
         payment_url: payment_url.clone(),
         return_url: return_url.clone(),
+        merchant: merchant.clone(),
         payer: payer.clone(),
     })])
 }
@@ -549,6 +554,7 @@ pub fn evolve(state: State, event: &PaymentEvent) -> State {
                 method: c.payment_method,
                 payment_url: c.payment_url.clone(),
                 return_url: c.return_url.clone(),
+                merchant: c.merchant.clone(),
                 status: PaymentStatus::Pending,
                 paid_at: None,
                 gateway_trade_no: None,

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::read::{ListPage, PaymentDetail};
+use super::read::{ListChange, ListFilter, ListPage, PaymentDetail};
 
 const SHARDS: usize = 64;
 
@@ -24,7 +24,9 @@ pub struct ReadCache {
 
 struct Inner {
     details: moka::sync::Cache<Uuid, Arc<PaymentDetail>>,
-    lists: moka::sync::Cache<String, Arc<ListPage>>,
+    /// Each page with the filter it answers, so that a change drops only the lists it can
+    /// alter.
+    lists: moka::sync::Cache<String, (Arc<ListFilter>, Arc<ListPage>)>,
     /// Invalidation counters: one per shard of payment ids, and one for all lists.
     epochs: [AtomicU64; SHARDS],
     list_epoch: AtomicU64,
@@ -85,7 +87,7 @@ impl ReadCache {
     }
 
     pub fn list(&self, key: &str) -> Option<Arc<ListPage>> {
-        let hit = self.inner.lists.get(key);
+        let hit = self.inner.lists.get(key).map(|(_, page)| page);
         count(hit.is_some(), "list");
         hit
     }
@@ -94,14 +96,39 @@ impl ReadCache {
         Ticket(self.inner.list_epoch.load(Ordering::Acquire))
     }
 
-    pub fn store_list(&self, ticket: Ticket, key: String, page: Arc<ListPage>) {
+    pub fn store_list(&self, ticket: Ticket, filter: ListFilter, page: Arc<ListPage>) {
         let _gate = self.inner.gate.read().unwrap_or_else(|p| p.into_inner());
         if self.inner.list_epoch.load(Ordering::Acquire) == ticket.0 {
-            self.inner.lists.insert(key, page);
+            self.inner
+                .lists
+                .insert(filter.cache_key(), (Arc::new(filter), page));
         }
     }
 
-    /// Called by the projector after it committed changes to these payments.
+    /// Called by the projector after it committed `changes`: drops the details of those
+    /// payments and only the list pages one of the changes can alter.
+    pub fn invalidate_changes(&self, changes: &[ListChange]) {
+        let _gate = self.inner.gate.write().unwrap_or_else(|p| p.into_inner());
+        for c in changes {
+            self.inner.epochs[Self::shard(&c.after.id)].fetch_add(1, Ordering::AcqRel);
+            self.inner.details.invalidate(&c.after.id);
+        }
+        // Readers that started before this point do not store what they read.
+        self.inner.list_epoch.fetch_add(1, Ordering::AcqRel);
+        let stale: Vec<Arc<String>> = self
+            .inner
+            .lists
+            .iter()
+            .filter(|(_, (filter, _))| changes.iter().any(|c| filter.affected_by(c)))
+            .map(|(key, _)| key)
+            .collect();
+        for key in stale {
+            self.inner.lists.invalidate(key.as_str());
+        }
+    }
+
+    /// Called when other nodes changed these payments and only their ids are known: drops
+    /// their details and every list page.
     pub fn invalidate(&self, payment_ids: impl IntoIterator<Item = Uuid>) {
         let _gate = self.inner.gate.write().unwrap_or_else(|p| p.into_inner());
         for id in payment_ids {

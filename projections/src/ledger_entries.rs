@@ -27,6 +27,26 @@ pub struct Entry {
     pub recorded_at: DateTime<Utc>,
 }
 
+/// The columns `Entry::copy` writes, in order.
+pub const COLUMNS: &str =
+    "event_id, line, position, payment_id, account, currency, amount, entry_type, recorded_at";
+
+impl Entry {
+    /// Appends this line to a binary COPY in `COLUMNS` order.
+    pub fn copy(&self, c: &mut crate::copy::BinaryCopy<'_>) -> Result<(), sqlx::Error> {
+        c.row(9);
+        c.field(&self.event_id)?;
+        c.field(&self.line)?;
+        c.field(&self.position)?;
+        c.field(&self.payment_id)?;
+        c.field(&self.account)?;
+        c.field(&self.currency)?;
+        c.field(&self.amount)?;
+        c.field(&self.entry_type)?;
+        c.field(&self.recorded_at)
+    }
+}
+
 pub async fn insert(
     conn: &mut PgConnection,
     table: &str,

@@ -10,6 +10,7 @@
 
 pub mod cache;
 pub mod callbacks;
+pub mod copy;
 pub mod ledger_entries;
 pub mod payments;
 pub mod queues;
@@ -33,6 +34,7 @@ use ledger_store::StoredEvent;
 
 use ledger_entries::{postings, Entry};
 use payments::{Masked, PaymentRow};
+use read::{ListChange, RowFacts};
 use refunds::RefundRow;
 
 /// The projections, in the order they are applied within a batch.
@@ -65,6 +67,8 @@ pub struct Changes {
     pub entries: Vec<Entry>,
     /// Every payment the batch touched (for the cache).
     pub touched: Vec<Uuid>,
+    /// How lists saw each changed payment before and after (for the list cache).
+    pub list_changes: Vec<ListChange>,
 }
 
 /// Folds a batch onto the current views of the payments it touches (read from `tables`) with
@@ -98,16 +102,15 @@ pub async fn fold_batch(
             }
         }
     }
+    let before: HashMap<Uuid, RowFacts> = views
+        .values()
+        .map(|(v, _)| (v.id(), RowFacts::of(v)))
+        .collect();
     let payers = payments::open_payers(conn, ctx, events).await?;
     let mut changes = Changes::default();
     let mut changed: Vec<Uuid> = Vec::new();
     for d in events {
         let e = d.stored;
-        let at = At {
-            recorded_at: e.recorded_at,
-            version: e.version,
-            position: e.position,
-        };
         let current = views.remove(&e.stream_id);
         if current
             .as_ref()
@@ -120,29 +123,14 @@ pub async fn fold_batch(
             Some((v, m)) => (Some(v), m),
             None => (None, payers.get(&e.stream_id).cloned().unwrap_or_default()),
         };
-        let lines = postings(before.as_ref().map(|v| &v.payment), &d.event);
         let callbacks_before = before.as_ref().map(|v| v.callbacks.len()).unwrap_or(0);
-        let Some(after) = view::apply(before, &d.event, at) else {
+        let Some(after) = step(before, d, &mut changes.entries) else {
             tracing::error!(
                 position = e.position,
                 "event for a payment the projection never saw created"
             );
             continue;
         };
-        let currency = after.currency().code();
-        for (line, (account, amount)) in lines.into_iter().enumerate() {
-            changes.entries.push(Entry {
-                event_id: e.event_id,
-                line: line as i16,
-                position: e.position,
-                payment_id: e.stream_id,
-                account,
-                currency,
-                amount,
-                entry_type: d.event.event_type(),
-                recorded_at: e.recorded_at,
-            });
-        }
         changes.callbacks.extend(
             after.callbacks[callbacks_before..]
                 .iter()
@@ -157,10 +145,53 @@ pub async fn fold_batch(
         if let Some((view, masked)) = views.get(id) {
             changes.payments.push(PaymentRow::from_view(view, masked));
             changes.refunds.extend(RefundRow::from_view(view));
+            changes.list_changes.push(ListChange {
+                before: before.get(id).cloned(),
+                after: RowFacts::of(view),
+            });
         }
     }
     changes.touched = ids;
     Ok(changes)
+}
+
+/// Folds one event onto its payment's view with the one fold (`view::apply`), and adds the
+/// ledger lines it posts (`postings`, decided on the state before it). `None` for an event of
+/// a payment whose creation was never seen.
+pub fn step(
+    before: Option<PaymentView>,
+    d: &Decoded<'_>,
+    entries: &mut Vec<Entry>,
+) -> Option<PaymentView> {
+    let e = d.stored;
+    let lines = postings(before.as_ref().map(|v| &v.payment), &d.event);
+    let after = view::apply(
+        before,
+        &d.event,
+        At {
+            recorded_at: e.recorded_at,
+            version: e.version,
+            position: e.position,
+        },
+    )?;
+    let currency = after.currency().code();
+    entries.extend(
+        lines
+            .into_iter()
+            .enumerate()
+            .map(|(line, (account, amount))| Entry {
+                event_id: e.event_id,
+                line: line as i16,
+                position: e.position,
+                payment_id: e.stream_id,
+                account,
+                currency,
+                amount,
+                entry_type: d.event.event_type(),
+                recorded_at: e.recorded_at,
+            }),
+    );
+    Some(after)
 }
 
 /// Writes what `fold_batch` decided. Every statement keeps the newer row, so a batch written
@@ -185,10 +216,10 @@ pub async fn apply_batch(
     ctx: &ProjectionContext,
     events: &[Decoded<'_>],
     tables: &Tables,
-) -> Result<Vec<Uuid>, sqlx::Error> {
+) -> Result<Changes, sqlx::Error> {
     let changes = fold_batch(conn, ctx, events, tables).await?;
     write_changes(conn, &changes, tables).await?;
-    Ok(changes.touched)
+    Ok(changes)
 }
 
 /// One column of rows, for binding as an array parameter.

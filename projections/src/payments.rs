@@ -34,6 +34,7 @@ pub struct PaymentRow {
     pub refunded_amount: Decimal,
     pub payment_url: String,
     pub return_url: Option<String>,
+    pub merchant: Option<String>,
     pub gateway_trade_no: Option<String>,
     pub failure_reason: Option<String>,
     pub flagged_for_refund: bool,
@@ -48,7 +49,7 @@ pub struct PaymentRow {
 pub const COLUMNS: &str =
     "id, order_id, payment_no, payment_method, amount, status, payment_time, \
     refund_time, created_at, updated_at, currency, user_id, refunded_amount, payment_url, \
-    return_url, gateway_trade_no, failure_reason, flagged_for_refund, flag_reason, \
+    return_url, merchant, gateway_trade_no, failure_reason, flagged_for_refund, flag_reason, \
     flagged_amount, payer_name, payer_account, last_version, last_position";
 
 /// Masked payer fields as the read side shows them.
@@ -74,6 +75,7 @@ impl PaymentRow {
             refunded_amount: p.refunded_amount(),
             payment_url: p.payment_url.clone(),
             return_url: p.return_url.clone(),
+            merchant: p.merchant.clone(),
             gateway_trade_no: p.gateway_trade_no.clone(),
             failure_reason: p.failure_reason.clone(),
             flagged_for_refund: p.flagged_for_refund,
@@ -113,6 +115,7 @@ impl PaymentRow {
             method,
             payment_url: self.payment_url,
             return_url: self.return_url,
+            merchant: self.merchant,
             status,
             paid_at: self.payment_time,
             gateway_trade_no: self.gateway_trade_no,
@@ -135,6 +138,38 @@ impl PaymentRow {
             position: self.last_position,
         };
         Ok((view, (self.payer_name, self.payer_account)))
+    }
+}
+
+impl PaymentRow {
+    /// Appends this row to a binary COPY in `COLUMNS` order.
+    pub fn copy(&self, c: &mut crate::copy::BinaryCopy<'_>) -> Result<(), sqlx::Error> {
+        c.row(25);
+        c.field(&self.id)?;
+        c.field(&self.order_id)?;
+        c.field(&self.payment_no)?;
+        c.field(&self.payment_method)?;
+        c.field(&self.amount)?;
+        c.field(&self.status)?;
+        c.field(&self.payment_time)?;
+        c.field(&self.refund_time)?;
+        c.field(&self.created_at)?;
+        c.field(&self.updated_at)?;
+        c.field(&self.currency)?;
+        c.field(&self.user_id)?;
+        c.field(&self.refunded_amount)?;
+        c.field(&self.payment_url)?;
+        c.field(&self.return_url)?;
+        c.field(&self.merchant)?;
+        c.field(&self.gateway_trade_no)?;
+        c.field(&self.failure_reason)?;
+        c.field(&self.flagged_for_refund)?;
+        c.field(&self.flag_reason)?;
+        c.field(&self.flagged_amount)?;
+        c.field(&self.payer_name)?;
+        c.field(&self.payer_account)?;
+        c.field(&self.last_version)?;
+        c.field(&self.last_position)
     }
 }
 
@@ -173,6 +208,7 @@ pub async fn upsert<'a>(
         c.refunded_amount.push(r.refunded_amount);
         c.payment_url.push(r.payment_url.clone());
         c.return_url.push(r.return_url.clone());
+        c.merchant.push(r.merchant.clone());
         c.gateway_trade_no.push(r.gateway_trade_no.clone());
         c.failure_reason.push(r.failure_reason.clone());
         c.flagged.push(r.flagged_for_refund);
@@ -190,8 +226,8 @@ pub async fn upsert<'a>(
         "INSERT INTO {table} ({COLUMNS}) SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], \
          $4::text[], $5::numeric[], $6::int[], $7::timestamptz[], $8::timestamptz[], \
          $9::timestamptz[], $10::timestamptz[], $11::text[], $12::text[], $13::numeric[], \
-         $14::text[], $15::text[], $16::text[], $17::text[], $18::bool[], $19::text[], \
-         $20::numeric[], $21::text[], $22::text[], $23::int[], $24::bigint[]) \
+         $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::bool[], \
+         $20::text[], $21::numeric[], $22::text[], $23::text[], $24::int[], $25::bigint[]) \
          ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, \
          payment_time = EXCLUDED.payment_time, refund_time = EXCLUDED.refund_time, \
          updated_at = EXCLUDED.updated_at, refunded_amount = EXCLUDED.refunded_amount, \
@@ -216,6 +252,7 @@ pub async fn upsert<'a>(
     .bind(&c.refunded_amount)
     .bind(&c.payment_url)
     .bind(&c.return_url)
+    .bind(&c.merchant)
     .bind(&c.gateway_trade_no)
     .bind(&c.failure_reason)
     .bind(&c.flagged)
@@ -247,6 +284,7 @@ struct Cols {
     refunded_amount: Vec<Decimal>,
     payment_url: Vec<String>,
     return_url: Vec<Option<String>>,
+    merchant: Vec<Option<String>>,
     gateway_trade_no: Vec<Option<String>>,
     failure_reason: Vec<Option<String>>,
     flagged: Vec<bool>,

@@ -77,6 +77,8 @@ pub struct PaymentDetail {
     pub user_id: String,
     pub payment_url: String,
     pub return_url: Option<String>,
+    /// The merchant whose bound key created it, if any.
+    pub merchant: Option<String>,
     pub failure_reason: Option<String>,
     pub flagged_for_refund: bool,
     /// Why it is flagged: `success_after_failure`, `duplicate_charge`, `amount_mismatch`,
@@ -114,6 +116,8 @@ pub struct ListPage {
     pub page: u32,
     pub size: u32,
     pub list: Vec<ListItem>,
+    /// The cursor of the next page (`after=`), when this page is full.
+    pub next_after: Option<String>,
 }
 
 /// Filters of `GET /payments` (already validated by the API).
@@ -122,22 +126,112 @@ pub struct ListFilter {
     pub order_no: Option<String>,
     pub payment_no: Option<String>,
     pub user_id: Option<String>,
+    /// Only this merchant's payments (a client key bound to a merchant reads these).
+    pub merchant: Option<String>,
     pub status: Option<PaymentStatus>,
     pub flagged: Option<bool>,
     pub start_time: Option<DateTime<Utc>>,
     pub end_time: Option<DateTime<Utc>>,
     pub page: u32,
     pub size: u32,
+    /// Keyset paging: only payments after this one in the list's order (newest first).
+    pub after: Option<Cursor>,
+}
+
+/// A position in a list (newest first): the last item's creation time and id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub created_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+impl Cursor {
+    /// `{microseconds since the epoch}_{id}`: opaque to clients, readable in logs.
+    pub fn encode(&self) -> String {
+        format!(
+            "{}_{}",
+            self.created_at.timestamp_micros(),
+            self.id.simple()
+        )
+    }
+
+    pub fn decode(text: &str) -> Option<Cursor> {
+        let (micros, id) = text.split_once('_')?;
+        Some(Cursor {
+            created_at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+            id: Uuid::try_parse(id).ok()?,
+        })
+    }
+}
+
+/// What a list filter looks at, of one payment: enough to tell whether a change to the
+/// payment can change a cached page of a list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowFacts {
+    pub id: Uuid,
+    pub order_no: String,
+    pub payment_no: String,
+    pub user_id: String,
+    pub merchant: Option<String>,
+    pub status: PaymentStatus,
+    pub flagged: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+impl RowFacts {
+    pub fn of(view: &PaymentView) -> RowFacts {
+        let p = &view.payment;
+        RowFacts {
+            id: p.id,
+            order_no: p.order_id.clone(),
+            payment_no: p.payment_no.clone(),
+            user_id: p.user_id.clone(),
+            merchant: p.merchant.clone(),
+            status: p.status,
+            flagged: p.flagged_for_refund,
+            created_at: view.created_at,
+        }
+    }
+}
+
+/// One payment a batch changed, as lists saw it before and see it after.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListChange {
+    pub before: Option<RowFacts>,
+    pub after: RowFacts,
 }
 
 impl ListFilter {
+    /// Whether the payment belongs to this filter's list (ignoring paging).
+    pub fn matches(&self, r: &RowFacts) -> bool {
+        self.order_no.as_ref().is_none_or(|v| *v == r.order_no)
+            && self.payment_no.as_ref().is_none_or(|v| *v == r.payment_no)
+            && self.user_id.as_ref().is_none_or(|v| *v == r.user_id)
+            && self
+                .merchant
+                .as_ref()
+                .is_none_or(|v| Some(v) == r.merchant.as_ref())
+            && self.status.is_none_or(|s| s == r.status)
+            && self.flagged.is_none_or(|f| f == r.flagged)
+            && self.start_time.is_none_or(|t| r.created_at >= t)
+            && self.end_time.is_none_or(|t| r.created_at < t)
+    }
+
+    /// Whether a change can alter any page of this list: the payment was or is in it (its
+    /// row, the total and the positions of others may change). A change to a payment that
+    /// is in the list neither before nor after leaves every page as it was.
+    pub fn affected_by(&self, c: &ListChange) -> bool {
+        self.matches(&c.after) || c.before.as_ref().is_some_and(|b| self.matches(b))
+    }
+
     /// A stable cache key for the filter.
     pub fn cache_key(&self) -> String {
         format!(
-            "payment:list:{}|{}|{}|{}|{}|{}|{}|{}|{}",
+            "payment:list:{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
             self.order_no.as_deref().unwrap_or(""),
             self.payment_no.as_deref().unwrap_or(""),
             self.user_id.as_deref().unwrap_or(""),
+            self.merchant.as_deref().unwrap_or(""),
             self.status.map(|s| s.code()).unwrap_or(-1),
             match self.flagged {
                 None => "",
@@ -147,7 +241,8 @@ impl ListFilter {
             self.start_time.map(format_time).unwrap_or_default(),
             self.end_time.map(format_time).unwrap_or_default(),
             self.page,
-            self.size
+            self.size,
+            self.after.map(|c| c.encode()).unwrap_or_default()
         )
     }
 }
@@ -189,6 +284,7 @@ impl PaymentDetail {
             user_id: p.user_id.clone(),
             payment_url: p.payment_url.clone(),
             return_url: p.return_url.clone(),
+            merchant: p.merchant.clone(),
             failure_reason: p.failure_reason.clone(),
             flagged_for_refund: p.flagged_for_refund,
             flag_reason: p.flag_reason.clone(),
@@ -389,17 +485,35 @@ pub async fn list(pool: &PgPool, f: &ListFilter) -> Result<ListPage, sqlx::Error
          FROM payments WHERE true",
     );
     push_filters(&mut q, f);
+    if let Some(c) = f.after {
+        q.push(" AND (created_at, id) < (")
+            .push_bind(c.created_at)
+            .push(", ")
+            .push_bind(c.id)
+            .push(")");
+    }
     q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
         .push_bind(f.size as i64)
         .push(" OFFSET ")
         .push_bind((f.page as i64 - 1) * f.size as i64);
     let rows: Vec<ListRow> = q.build_query_as().fetch_all(pool).await?;
     let total = match rows.first() {
-        Some(r) => r.total,
+        // After a cursor the window counts only what follows it; the total is the filter's.
+        Some(r) if f.after.is_none() => r.total,
         // An empty page past the end still reports the true total.
-        None if f.page > 1 => count(pool, f).await?,
-        None => 0,
+        None if f.page == 1 && f.after.is_none() => 0,
+        _ => count(pool, f).await?,
     };
+    let next_after = (rows.len() == f.size as usize)
+        .then(|| rows.last())
+        .flatten()
+        .map(|r| {
+            Cursor {
+                created_at: r.created_at,
+                id: r.id,
+            }
+            .encode()
+        });
     Ok(ListPage {
         total,
         page: f.page,
@@ -421,6 +535,7 @@ pub async fn list(pool: &PgPool, f: &ListFilter) -> Result<ListPage, sqlx::Error
                 user_id: r.user_id,
             })
             .collect(),
+        next_after,
     })
 }
 
@@ -433,6 +548,9 @@ fn push_filters(q: &mut QueryBuilder<'_, Postgres>, f: &ListFilter) {
     }
     if let Some(v) = &f.user_id {
         q.push(" AND user_id = ").push_bind(v.clone());
+    }
+    if let Some(v) = &f.merchant {
+        q.push(" AND merchant = ").push_bind(v.clone());
     }
     if let Some(s) = f.status {
         q.push(" AND status = ").push_bind(s.code() as i32);

@@ -78,6 +78,26 @@ impl RefundRow {
     }
 }
 
+impl RefundRow {
+    /// Appends this row to a binary COPY in `COLUMNS` order.
+    pub fn copy(&self, c: &mut crate::copy::BinaryCopy<'_>) -> Result<(), sqlx::Error> {
+        c.row(13);
+        c.field(&self.id)?;
+        c.field(&self.payment_id)?;
+        c.field(&self.refund_no)?;
+        c.field(&self.amount)?;
+        c.field(&self.reason)?;
+        c.field(&self.status)?;
+        c.field(&self.created_at)?;
+        c.field(&self.updated_at)?;
+        c.field(&self.currency)?;
+        c.field(&self.failure_reason)?;
+        c.field(&self.last_position)?;
+        c.field(&self.from_suspense)?;
+        c.field(&self.late)
+    }
+}
+
 /// The refunds of the given payments, in the order they were requested.
 pub async fn load(
     conn: &mut PgConnection,

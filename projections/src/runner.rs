@@ -10,14 +10,22 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::VecDeque;
+
 use sqlx::PgPool;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{broadcast, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::cache::ReadCache;
 use super::{apply_batch, Decoded, ProjectionContext, Tables, PROJECTIONS};
 use ledger_store::decode;
-use ledger_store::{self as store, StoreError};
+use ledger_store::{self as store, leases, Fence, StoreError, StoredEvent};
+
+/// The PostgreSQL notification channel the projector announces its position on.
+pub const PROJECTED_CHANNEL: &str = "ledger_projected";
+/// How often a follower re-reads the checkpoints when no notification arrived (a missed one
+/// while its listener reconnected).
+pub const FOLLOW_POLL: Duration = Duration::from_secs(1);
 
 /// How often the runner looks at the log when nothing woke it (writes from other nodes).
 pub const IDLE_POLL: Duration = Duration::from_millis(200);
@@ -42,6 +50,9 @@ pub struct Projector {
     /// Highest position whose streams this process's cache has dropped (-1: not started; the
     /// cache starts empty, so the first checkpoint seen needs nothing dropped).
     invalidated: Arc<std::sync::atomic::AtomicI64>,
+    /// The projector duty's lease this runner writes under (checked in every batch's
+    /// transaction); `None` for a runner that owns the tables by construction (tools, tests).
+    fence: Option<Fence>,
 }
 
 /// A checkpoint jump wider than this clears the whole cache instead of naming streams.
@@ -59,6 +70,15 @@ impl Projector {
             faults: Arc::default(),
             replay_generation: Arc::new(std::sync::atomic::AtomicI64::new(-1)),
             invalidated: Arc::new(std::sync::atomic::AtomicI64::new(-1)),
+            fence: None,
+        }
+    }
+
+    /// This runner, writing only while `fence` is still the projector duty's lease.
+    pub fn fenced(&self, fence: Fence) -> Projector {
+        Projector {
+            fence: Some(fence),
+            ..self.clone()
         }
     }
 
@@ -114,21 +134,23 @@ impl Projector {
         if from - seen > JUMP_CLEAR_ALL {
             self.cache.clear();
         } else {
-            let streams: Vec<(uuid::Uuid,)> = sqlx::query_as(
-                "SELECT DISTINCT stream_id FROM events WHERE position > $1 AND position <= $2",
-            )
-            .bind(seen)
-            .bind(from)
-            .fetch_all(&self.pool)
-            .await?;
-            self.cache.invalidate(streams.into_iter().map(|s| s.0));
+            self.cache
+                .invalidate(store::streams_between(&self.pool, seen, from).await?);
         }
         self.invalidated.fetch_max(from, Ordering::AcqRel);
         Ok(())
     }
 
-    /// Applies at most one batch. Returns how many events it applied.
+    /// Applies at most one batch, reading it from the log. Returns how many events it applied.
     pub async fn run_once(&self) -> Result<usize, StoreError> {
+        self.run_batch(&mut Handoff::default()).await
+    }
+
+    /// Applies at most one batch: the events the local writer handed over when they follow
+    /// the checkpoint without a gap, otherwise read from the log (a restart, another node's
+    /// appends, a handoff that lagged). Returns how many events it applied.
+    #[tracing::instrument(name = "projection_batch", skip_all)]
+    async fn run_batch(&self, handoff: &mut Handoff) -> Result<usize, StoreError> {
         let from = self.checkpoint().await?;
         self.forget_foreign(from).await?;
         self.applied.send_if_modified(|p| {
@@ -136,7 +158,14 @@ impl Projector {
             *p = (*p).max(from);
             changed
         });
-        let events = store::read_after(&self.pool, from, self.batch_max).await?;
+        let events = match handoff.take(from, self.batch_max as usize) {
+            Some(events) => {
+                metrics::counter!("ledger_projection_handoff_events_total")
+                    .increment(events.len() as u64);
+                events
+            }
+            None => store::read_after(&self.pool, from, self.batch_max).await?,
+        };
         if events.is_empty() {
             return Ok(0);
         }
@@ -147,7 +176,19 @@ impl Projector {
         let last = events.last().map(|e| e.position).unwrap_or(from);
         let started = std::time::Instant::now();
         let mut tx = self.pool.begin().await?;
-        apply_batch(&mut tx, &self.ctx, &decoded, &Tables::live()).await?;
+        // The read tables are derived and their checkpoint commits with them: a commit lost
+        // in a database crash loses both together, and the batch is applied again from the
+        // log (see ARCHITECTURE.md). So this transaction need not wait for its fsync.
+        sqlx::query("SELECT set_config('synchronous_commit', 'off', true)")
+            .execute(&mut *tx)
+            .await?;
+        if let Some(f) = &self.fence {
+            // Locks the lease row until commit: no takeover can land in between.
+            if !leases::still_held(&mut tx, f.duty, f.token).await? {
+                return Err(StoreError::Fenced);
+            }
+        }
+        let changes = apply_batch(&mut tx, &self.ctx, &decoded, &Tables::live()).await?;
         if self
             .faults
             .fail_batches
@@ -157,8 +198,10 @@ impl Projector {
             return Err(StoreError::Unavailable("injected projector crash".into()));
         }
         store::advance_checkpoints(&mut *tx, &PROJECTIONS, last).await?;
+        // Delivered at commit: API nodes learn the new position without polling.
+        store::notify(&mut *tx, PROJECTED_CHANNEL, last).await?;
         tx.commit().await?;
-        self.cache.invalidate(events.iter().map(|e| e.stream_id));
+        self.cache.invalidate_changes(&changes.list_changes);
         self.invalidated.fetch_max(last, Ordering::AcqRel);
         self.applied.send_if_modified(|p| {
             let changed = *p < last;
@@ -171,25 +214,31 @@ impl Projector {
         let now = chrono::Utc::now();
         if let Some(e) = events.last() {
             let lag = (now - e.recorded_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
-            metrics::histogram!("ledger_projection_lag_seconds").record(lag.max(0.0));
+            metrics::histogram!("ledger_projection_delay_seconds").record(lag.max(0.0));
         }
         Ok(events.len())
     }
 
     /// Runs until cancelled: applies batches while there is work, then sleeps until the
-    /// writer's head moves, the bus wakes it, or `IDLE_POLL` passes.
+    /// writer's head moves, another node's append is announced (`wake`), or `IDLE_POLL`
+    /// passes. `committed` is the local writer's handoff of committed batches.
     pub async fn run(
         self,
         mut head: Option<watch::Receiver<i64>>,
+        committed: Option<broadcast::Receiver<Arc<[StoredEvent]>>>,
         wake: Arc<Notify>,
         cancel: CancellationToken,
     ) {
         let mut backoff = Duration::from_millis(50);
+        let mut handoff = Handoff {
+            rx: committed,
+            queue: VecDeque::new(),
+        };
         loop {
             if cancel.is_cancelled() {
                 break;
             }
-            match self.run_once().await {
+            match self.run_batch(&mut handoff).await {
                 Ok(n) if n > 0 => {
                     backoff = Duration::from_millis(50);
                     continue;
@@ -213,6 +262,10 @@ impl Projector {
                         _ = tokio::time::sleep(IDLE_POLL) => {}
                     }
                 }
+                Err(StoreError::Fenced) => {
+                    tracing::warn!("the projector duty moved to another node: stopping");
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "projection batch failed; retrying");
                     metrics::counter!("ledger_projection_errors_total").increment(1);
@@ -228,16 +281,67 @@ impl Projector {
     }
 }
 
-/// For nodes that serve the API without running the projector (`--role api`): follows the
-/// projection checkpoints and invalidates the local cache for what other nodes projected.
+/// Batches of committed events handed over by the local writer, kept until the projector's
+/// checkpoint reaches them. Bounded: the writer's channel keeps `COMMITTED_BATCHES_MAX`
+/// batches, and a projector that lags beyond them reads the log instead.
+#[derive(Default)]
+struct Handoff {
+    rx: Option<broadcast::Receiver<Arc<[StoredEvent]>>>,
+    queue: VecDeque<StoredEvent>,
+}
+
+impl Handoff {
+    /// Up to `max` events that follow `after` without a gap, if the handoff has them.
+    fn take(&mut self, after: i64, max: usize) -> Option<Vec<StoredEvent>> {
+        if let Some(rx) = &mut self.rx {
+            loop {
+                match rx.try_recv() {
+                    Ok(batch) => self.queue.extend(batch.iter().cloned()),
+                    Err(broadcast::error::TryRecvError::Empty) => break,
+                    Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                        // Some batches were dropped: what is queued may have a hole before it.
+                        self.queue.clear();
+                    }
+                    Err(broadcast::error::TryRecvError::Closed) => {
+                        self.rx = None;
+                        break;
+                    }
+                }
+            }
+        }
+        while self.queue.front().is_some_and(|e| e.position <= after) {
+            self.queue.pop_front();
+        }
+        if self.queue.front().map(|e| e.position) != Some(after + 1) {
+            return None;
+        }
+        let mut out = Vec::with_capacity(max.min(self.queue.len()));
+        let mut next = after + 1;
+        while out.len() < max && self.queue.front().is_some_and(|e| e.position == next) {
+            if let Some(e) = self.queue.pop_front() {
+                out.push(e);
+                next += 1;
+            }
+        }
+        Some(out)
+    }
+}
+
+/// For nodes that serve the API without running the projector (`--role api`, or a node whose
+/// projector duty another node holds): follows the projection checkpoints — told of each new
+/// one by the projector's notification (`projected`), re-read every `FOLLOW_POLL` in case one
+/// was missed — drops the local cache's entries for what the other node projected, and only
+/// then announces the position, so a read that waited for it never sees a stale entry.
 pub async fn follow_remote(
     pool: PgPool,
     cache: ReadCache,
     applied: Arc<watch::Sender<i64>>,
-    wake: Arc<Notify>,
+    mut projected: watch::Receiver<i64>,
     cancel: CancellationToken,
 ) {
-    let mut seen = *applied.borrow();
+    // The cache starts empty: nothing before the first checkpoint seen needs dropping, so a
+    // node starts at the current checkpoint instead of reading the log from position 0.
+    let mut seen: Option<i64> = None;
     let mut replay_generation = -1;
     loop {
         let result: Result<(), StoreError> = async {
@@ -256,11 +360,21 @@ pub async fn follow_remote(
                 cache.clear();
                 replay_generation = generation;
             }
-            if pos > seen {
-                let events = store::read_range(&pool, seen, pos).await?;
-                cache.invalidate(events.iter().map(|e| e.stream_id));
-                seen = pos;
-                applied.send_replace(pos);
+            match seen {
+                None => {
+                    seen = Some(pos);
+                    applied.send_replace(pos);
+                }
+                Some(before) if pos > before => {
+                    if pos - before > JUMP_CLEAR_ALL {
+                        cache.clear();
+                    } else {
+                        cache.invalidate(store::streams_between(&pool, before, pos).await?);
+                    }
+                    seen = Some(pos);
+                    applied.send_replace(pos);
+                }
+                Some(_) => {}
             }
             Ok(())
         }
@@ -270,8 +384,13 @@ pub async fn follow_remote(
         }
         tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = wake.notified() => {}
-            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            changed = projected.changed() => {
+                if changed.is_err() {
+                    // No listener (it stopped): keep following by polling.
+                    tokio::time::sleep(FOLLOW_POLL).await;
+                }
+            }
+            _ = tokio::time::sleep(FOLLOW_POLL) => {}
         }
     }
 }

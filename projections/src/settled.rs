@@ -81,3 +81,50 @@ pub async fn load(
         .collect();
     Ok((payments, refunds))
 }
+
+/// The payments with these payment_nos and all their refunds, whatever their time: what one
+/// run of `ledger demo` created, reconciled on a ledger that also holds other traffic.
+pub async fn load_named(
+    pool: &PgPool,
+    payment_nos: &[String],
+) -> Result<(Vec<LedgerPayment>, Vec<LedgerRefund>), sqlx::Error> {
+    let rows: Vec<(String, Decimal, i32, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "SELECT payment_no, amount, status, payment_time FROM payments \
+         WHERE payment_no = ANY($1)",
+    )
+    .bind(payment_nos)
+    .fetch_all(pool)
+    .await?;
+    let payments = rows
+        .into_iter()
+        .filter_map(|(payment_no, amount, status, paid_at)| {
+            Some(LedgerPayment {
+                payment_no,
+                amount,
+                status: PaymentStatus::from_code(status as i16)?,
+                paid_at,
+            })
+        })
+        .collect();
+    let rows: Vec<(String, String, Decimal, i32, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT r.refund_no, p.payment_no, r.amount, r.status, r.updated_at \
+         FROM payment_refunds r JOIN payments p ON p.id = r.payment_id \
+         WHERE p.payment_no = ANY($1)",
+    )
+    .bind(payment_nos)
+    .fetch_all(pool)
+    .await?;
+    let refunds = rows
+        .into_iter()
+        .filter_map(|(refund_no, payment_no, amount, status, updated_at)| {
+            Some(LedgerRefund {
+                refund_no,
+                payment_no,
+                amount,
+                status: RefundStatus::from_code(status as i16)?,
+                updated_at,
+            })
+        })
+        .collect();
+    Ok((payments, refunds))
+}

@@ -63,7 +63,7 @@ async fn verify_chain(
     caller.require(&[Role::Auditor])?;
     let q = Query::parse(raw.as_deref(), &["min_position"])?;
     let position = read_position(&state, &q).await?;
-    let report = verify::verify_log(&state.pool, None, |_| {}).await?;
+    let report = verify_whole_log(&state).await?;
     if !report.ok {
         metrics::counter!("ledger_verify_failures_total").increment(1);
         tracing::error!(position = ?report.first_broken_position, problem = ?report.problem, "event log failed verification");
@@ -81,7 +81,7 @@ async fn digest(
     caller.require(&[Role::Auditor])?;
     let q = Query::parse(raw.as_deref(), &["min_position"])?;
     let position = read_position(&state, &q).await?;
-    let report = verify::verify_log(&state.pool, None, |_| {}).await?;
+    let report = verify_whole_log(&state).await?;
     if !report.ok {
         return Err(ApiError::NotAllowed(format!(
             "the log fails verification at position {}: refusing to sign it",
@@ -95,6 +95,22 @@ async fn digest(
             .signing_key
             .sign_digest(report.head_position, &report.root_hash, &signed_at);
     Ok(ok_read(position, &d))
+}
+
+/// Verifies the whole log when a turn is free within `verify_wait_ms`; 429 otherwise.
+async fn verify_whole_log(state: &AppState) -> Result<verify::VerifyReport, ApiError> {
+    let wait = std::time::Duration::from_millis(state.settings.limits.verify_wait_ms);
+    let _turn = match tokio::time::timeout(wait, state.verify_turns.acquire()).await {
+        Ok(Ok(turn)) => turn,
+        _ => {
+            return Err(ApiError::TooMany {
+                message: "a verification of the whole log is already running; try again shortly"
+                    .into(),
+                retry_after_secs: 5,
+            })
+        }
+    };
+    Ok(verify::verify_log(&state.pool, None, |_| {}).await?)
 }
 
 #[derive(Serialize)]

@@ -36,7 +36,14 @@ pub enum ApiError {
     TooLarge(usize),
     #[error("{0}")]
     MethodNotAllowed(String),
-    #[error("service temporarily unavailable: {0}")]
+    /// Too many requests of this kind right now; the client may retry after the given time.
+    #[error("{message}")]
+    TooMany {
+        message: String,
+        retry_after_secs: u64,
+    },
+    /// The cause is for the log only: the client is told to try again, nothing more.
+    #[error("service temporarily unavailable; try again shortly")]
     Unavailable(String),
     #[error("internal error")]
     Internal(String),
@@ -55,6 +62,7 @@ impl ApiError {
             | ApiError::IdempotencyMismatch => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -72,6 +80,7 @@ impl ApiError {
             ApiError::RefundExceeds(_) => 40902,
             ApiError::IdempotencyMismatch => 40903,
             ApiError::TooLarge(_) => 41301,
+            ApiError::TooMany { .. } => 42901,
             ApiError::Internal(_) => 50001,
             ApiError::Unavailable(_) => 50301,
         }
@@ -91,6 +100,7 @@ impl ApiError {
             40902 => "退款金额超过可退金额",
             40903 => "幂等键已用于不同的请求",
             41301 => "请求体过大",
+            42901 => "请求过于频繁，请稍后重试",
             50301 => "服务暂时不可用",
             _ => "服务器内部错误",
         };
@@ -136,7 +146,17 @@ impl IntoResponse for ApiError {
         }
         metrics::counter!("ledger_api_errors_total", "code" => self.code().to_string())
             .increment(1);
-        envelope::json_response(self.status(), &self.body(envelope::lang()))
+        let mut response = envelope::json_response(self.status(), &self.body(envelope::lang()));
+        if let ApiError::TooMany {
+            retry_after_secs, ..
+        } = &self
+        {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(*retry_after_secs),
+            );
+        }
+        response
     }
 }
 
@@ -180,5 +200,23 @@ impl From<CommandError> for ApiError {
             CommandError::Store(s) => s.into(),
             CommandError::TooManyConflicts(_) => ApiError::Unavailable(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_503_never_echoes_its_cause() {
+        let e = ApiError::Unavailable("connection to 10.0.0.5:5432 refused: password".into());
+        for lang in [Lang::En, Lang::Zh] {
+            let body = e.body(lang).to_string();
+            assert!(!body.contains("10.0.0.5"), "{body}");
+            assert!(!body.contains("password"), "{body}");
+        }
+        assert_eq!(e.code(), 50301);
+        let s = ApiError::from(StoreError::Unavailable("pool timed out after 5s".into()));
+        assert!(!s.body(Lang::En).to_string().contains("pool"));
     }
 }

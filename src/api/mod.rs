@@ -3,8 +3,11 @@
 
 pub mod audit;
 pub mod auth;
+pub mod checkout;
+pub mod console;
 pub mod envelope;
 pub mod error;
+pub mod finance;
 pub mod gateways;
 pub mod openapi;
 pub mod ops;
@@ -12,6 +15,7 @@ pub mod pages;
 pub mod params;
 pub mod payments;
 pub mod pipeline;
+pub mod portal;
 pub mod sandbox;
 
 use std::sync::Arc;
@@ -51,6 +55,9 @@ pub struct AppState {
     /// The secret ids are derived under (from the master key): a payment_no derived from an
     /// idempotency key cannot be guessed from the key.
     pub id_secret: [u8; 32],
+    /// Turns for whole-log verifications (`/audit/verify`, `/audit/digest`): bounded, so
+    /// callers cannot make the service scan the log many times at once.
+    pub verify_turns: tokio::sync::Semaphore,
 }
 
 /// Who sent a request and under which id, validated once by `observe` (SPEC §12): the
@@ -127,18 +134,32 @@ impl AppState {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
+    // The sandbox's pay page exists only while the sandbox runs (never in production).
+    let sandbox = if state.settings.sandbox_secret.is_some() {
+        sandbox::routes()
+    } else {
+        Router::new()
+    };
     let api = Router::new()
+        .merge(sandbox)
         .merge(payments::routes())
         .merge(gateways::routes())
         .merge(audit::routes())
         .merge(ops::routes())
-        .merge(sandbox::routes())
         .merge(pages::routes())
+        .merge(checkout::routes())
+        .merge(console::routes())
+        .merge(portal::routes())
+        .merge(finance::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     api.layer(middleware::from_fn_with_state(
         state.clone(),
         auth::authenticate,
+    ))
+    .layer(middleware::from_fn_with_state(state.clone(), bounded))
+    .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+        Duration::from_millis(state.settings.limits.body_read_timeout_ms),
     ))
     .layer(middleware::from_fn_with_state(state.clone(), observe))
     .layer(tower_http::catch_panic::CatchPanicLayer::custom(
@@ -164,6 +185,21 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
         axum::http::StatusCode::INTERNAL_SERVER_ERROR,
         &ApiError::Internal("panic".into()).body(envelope::Lang::En),
     )
+}
+
+/// Bounds a whole request (reading it, executing it, waiting for read-your-writes) by
+/// `request_timeout_ms`, answered 503 in the envelope: a client that sends its body a byte
+/// at a time cannot hold a concurrency slot for longer.
+async fn bounded(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(state.settings.limits.request_timeout(), next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            metrics::counter!("ledger_request_timeouts_total").increment(1);
+            axum::response::IntoResponse::into_response(ApiError::Unavailable(
+                "request timed out".into(),
+            ))
+        }
+    }
 }
 
 /// Sets the request language and context, logs one line per request (request id, route,

@@ -49,6 +49,14 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     };
     let lag = (head - applied).max(0);
     metrics::gauge!("ledger_projection_lag_events").set(lag as f64);
+    // How far the bus trails the log (what the relay has yet to publish).
+    let relay_backlog = match &state.bus {
+        Some(_) if db_ok => crate::store::checkpoint(&state.pool, crate::bus::RELAY_CHECKPOINT)
+            .await
+            .ok()
+            .map(|published| (head - published).max(0)),
+        _ => None,
+    };
     let ready = db_ok && bus_ok.unwrap_or(true) && lag <= READY_LAG_EVENTS_MAX;
     let data = json!({
         "ready": ready,
@@ -57,6 +65,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         "head_position": head,
         "projected_position": applied,
         "projection_lag": lag,
+        "relay_backlog": relay_backlog,
     });
     if ready {
         json_response(StatusCode::OK, &envelope::ok_body(&data))
@@ -70,6 +79,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
+    crate::telemetry::sample_pool(&state.pool);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -26,7 +26,7 @@ use crate::domain::money::parse_decimal;
 use crate::domain::payment::Notification;
 use crate::domain::payment::{check_return_url, check_text, ID_TEXT_CHARS_MAX};
 use crate::domain::{Command, Currency, Money, PaymentMethod, PaymentStatus};
-use crate::projections::read::{self, ListFilter, ListPage, PaymentDetail};
+use crate::projections::read::{self, Cursor, ListFilter, ListPage, PaymentDetail};
 use crate::service::Meta;
 use crate::store::sealing::{self as payer, Payer};
 use crate::store::{self, StoredEvent};
@@ -216,6 +216,7 @@ async fn create_work(
         method,
         payment_url,
         return_url: req.return_url,
+        merchant: bound_merchant(state, caller),
         payer: sealed,
     }];
     if let Err(reason) = order {
@@ -226,7 +227,6 @@ async fn create_work(
             reason: format!("gateway_error: {reason}"),
         });
     }
-    let _ = caller;
     Ok(pipeline::Work {
         stream_id: id,
         commands,
@@ -239,6 +239,27 @@ async fn create_work(
         }),
         on_appended: None,
     })
+}
+
+/// The merchant a client key is bound to (`key_id:secret:client:merchant`): such a key
+/// creates payments for that merchant and reads only them. None for every other caller.
+pub(crate) fn bound_merchant(state: &AppState, caller: &Caller) -> Option<String> {
+    match caller {
+        Caller::Key { key_id, .. } => state
+            .settings
+            .api_keys
+            .get(key_id)
+            .and_then(|k| k.merchant.clone()),
+        // A portal link issued by a bound key shows only that merchant's payments too.
+        Caller::Portal { merchant, .. } => merchant.clone(),
+        _ => None,
+    }
+}
+
+/// Whether a bound caller may see this payment: only its merchant's ("not found" otherwise,
+/// so that ids are not probed). Unbound callers see every payment their role allows.
+fn visible_to(state: &AppState, caller: &Caller, d: &PaymentDetail) -> bool {
+    bound_merchant(state, caller).is_none_or(|m| d.merchant.as_deref() == Some(m.as_str()))
 }
 
 /// The payment number shown to members and gateways: derived from the payment's id, so the
@@ -380,16 +401,35 @@ async fn detail(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    caller.require(BACK_OFFICE)?;
+    let member = caller.portal_user();
+    if member.is_none() {
+        caller.require(BACK_OFFICE)?;
+    }
     let q = Query::parse(raw.as_deref(), &["as_of", "min_position"])?;
     let id = payment_id(&id)?;
     let position = read_position(&state, &q).await?;
     if let Some(as_of) = q.time("as_of")? {
+        if member.is_some() {
+            return Err(ApiError::Forbidden(
+                "a member portal link shows payments as they are now".into(),
+            ));
+        }
         return detail_as_of(&state, id, as_of, position).await;
     }
     let d = load_detail(&state, id)
         .await?
+        .filter(|d| visible_to(&state, &caller, d))
         .ok_or_else(ApiError::not_found)?;
+    if let Some(user_id) = member {
+        // Another member's payment is "not found", never "forbidden": ids are not probed.
+        if d.user_id != user_id {
+            return Err(ApiError::not_found());
+        }
+        // The member sees their payment and its refunds, not the gateways' callbacks.
+        let mut view = (*d).clone();
+        view.callbacks.clear();
+        return Ok(ok_read(position, &view));
+    }
     Ok(ok_read(position, &*d))
 }
 
@@ -400,9 +440,11 @@ async fn detail_as_of(
     position: i64,
 ) -> Result<Response, ApiError> {
     let events = store::read_stream(&state.pool, id).await?;
+    // `recorded_at` never decreases along the log (the writer takes it from the database
+    // under the append lock), so the state "as of" a time is a prefix of the stream.
     let upto: Vec<StoredEvent> = events
         .into_iter()
-        .filter(|e| e.recorded_at <= as_of)
+        .take_while(|e| e.recorded_at <= as_of)
         .collect();
     let payer = match upto.first().map(crate::store::decode).transpose()? {
         Some(crate::domain::PaymentEvent::Created(c)) => match &c.payer {
@@ -438,13 +480,20 @@ async fn status(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    caller.require(READERS)?;
+    let member = caller.portal_user();
+    if member.is_none() {
+        caller.require(READERS)?;
+    }
     let q = Query::parse(raw.as_deref(), &["min_position"])?;
     let id = payment_id(&id)?;
     let position = read_position(&state, &q).await?;
     let d = load_detail(&state, id)
         .await?
+        .filter(|d| visible_to(&state, &caller, d))
         .ok_or_else(ApiError::not_found)?;
+    if member.is_some_and(|user_id| d.user_id != user_id) {
+        return Err(ApiError::not_found());
+    }
     Ok(ok_read(
         position,
         &StatusView {
@@ -458,7 +507,35 @@ async fn status(
     ))
 }
 
-fn list_filter(q: &Query, page_size_max: u32) -> Result<ListFilter, ApiError> {
+/// `page` and `size`, or the `after=` cursor, within the bound on how deep a numbered page may
+/// reach (deeper lists page by cursor: keyset paging costs the same on every page).
+fn paging(
+    q: &Query,
+    limits: &crate::config::Limits,
+) -> Result<(u32, u32, Option<Cursor>), ApiError> {
+    let size = q.int("size", 10, 1, limits.page_size_max as i64)? as u32;
+    let page = q.int("page", 1, 1, i64::from(u32::MAX))? as u32;
+    let after = match q.filter("after") {
+        None => None,
+        Some(text) => Some(Cursor::decode(&text).ok_or_else(|| {
+            ApiError::BadRequest("after must be a next_after cursor from a previous page".into())
+        })?),
+    };
+    if after.is_some() && page != 1 {
+        return Err(ApiError::BadRequest(
+            "use either page or after, not both".into(),
+        ));
+    }
+    if u64::from(page - 1) * u64::from(size) > u64::from(limits.page_offset_max) {
+        return Err(ApiError::BadRequest(format!(
+            "page {page} of size {size} is deeper than {} rows: page on with after=next_after",
+            limits.page_offset_max
+        )));
+    }
+    Ok((page, size, after))
+}
+
+fn list_filter(q: &Query, limits: &crate::config::Limits) -> Result<ListFilter, ApiError> {
     let status = match q.filter("status") {
         None => None,
         Some(s) => Some(PaymentStatus::parse(&s).ok_or_else(|| {
@@ -474,6 +551,7 @@ fn list_filter(q: &Query, page_size_max: u32) -> Result<ListFilter, ApiError> {
             return Err(ApiError::BadRequest("start_time is after end_time".into()));
         }
     }
+    let (page, size, after) = paging(q, limits)?;
     let flagged = match q.filter("flagged").as_deref() {
         None => None,
         Some("true") => Some(true),
@@ -488,12 +566,14 @@ fn list_filter(q: &Query, page_size_max: u32) -> Result<ListFilter, ApiError> {
         order_no: q.filter("order_no"),
         payment_no: q.filter("payment_no"),
         user_id: None,
+        merchant: None,
         status,
         flagged,
         start_time,
         end_time,
-        page: q.int("page", 1, 1, 1_000_000)? as u32,
-        size: q.int("size", 10, 1, page_size_max as i64)? as u32,
+        page,
+        size,
+        after,
     })
 }
 
@@ -504,7 +584,7 @@ async fn load_list(state: &AppState, filter: &ListFilter) -> Result<Arc<ListPage
     }
     let ticket = state.cache.list_ticket();
     let page = Arc::new(read::list(&state.pool, filter).await?);
-    state.cache.store_list(ticket, key, page.clone());
+    state.cache.store_list(ticket, filter.clone(), page.clone());
     Ok(page)
 }
 
@@ -524,6 +604,7 @@ async fn list(
         &[
             "page",
             "size",
+            "after",
             "order_no",
             "payment_no",
             "status",
@@ -533,7 +614,7 @@ async fn list(
             "min_position",
         ],
     )?;
-    let filter = list_filter(&q, state.settings.limits.page_size_max)?;
+    let filter = list_filter(&q, &state.settings.limits)?;
     let position = read_position(&state, &q).await?;
     let page = load_list(&state, &filter).await?;
     Ok(ok_read(position, &*page))
@@ -545,6 +626,9 @@ struct HistoryItem<'a> {
     amount: &'a str,
     currency: &'a str,
     status: &'a str,
+    payment_method: &'a str,
+    order_id: &'a str,
+    refunded_amount: &'a str,
     created_at: &'a str,
 }
 
@@ -554,6 +638,7 @@ struct HistoryView<'a> {
     page: u32,
     size: u32,
     payments: Vec<HistoryItem<'a>>,
+    next_after: Option<&'a str>,
 }
 
 #[utoipa::path(get, path = "/api/v1/payments/history", tag = "payments",
@@ -565,15 +650,29 @@ async fn history(
     caller: Caller,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    caller.require(READERS)?;
-    let q = Query::parse(raw.as_deref(), &["user_id", "page", "size", "min_position"])?;
+    let member = caller.portal_user();
+    if member.is_none() {
+        caller.require(READERS)?;
+    }
+    let q = Query::parse(
+        raw.as_deref(),
+        &["user_id", "page", "size", "after", "min_position"],
+    )?;
     let user_id = q
         .filter("user_id")
         .ok_or_else(|| ApiError::BadRequest("user_id is required".into()))?;
+    if member.is_some_and(|own| own != user_id) {
+        return Err(ApiError::Forbidden(
+            "a member portal link shows only its own member's payments".into(),
+        ));
+    }
+    let (page, size, after) = paging(&q, &state.settings.limits)?;
     let filter = ListFilter {
         user_id: Some(user_id),
-        page: q.int("page", 1, 1, 1_000_000)? as u32,
-        size: q.int("size", 10, 1, state.settings.limits.page_size_max as i64)? as u32,
+        merchant: bound_merchant(&state, &caller),
+        page,
+        size,
+        after,
         ..ListFilter::default()
     };
     let position = read_position(&state, &q).await?;
@@ -590,9 +689,13 @@ async fn history(
                 amount: &i.amount,
                 currency: &i.currency,
                 status: &i.status,
+                payment_method: &i.payment_method,
+                order_id: &i.order_no,
+                refunded_amount: &i.refunded_amount,
                 created_at: &i.created_at,
             })
             .collect(),
+        next_after: page.next_after.as_deref(),
     };
     Ok(ok_read(position, &view))
 }

@@ -197,6 +197,7 @@ where
             request_hash: post.body_hash.clone(),
         }),
         respond: Some(work.respond.clone()),
+        fence: None,
     };
     let outcome = state
         .commands

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{CloseOutcome, Gateways};
 use crate::domain::{Command, PaymentMethod};
+use crate::duties::Lease;
 use crate::projections::queues::{self, ExpiredPayment};
 use crate::service::{Bookkeeping, CommandService, Meta};
 
@@ -33,10 +34,10 @@ pub struct ExpiryDriver {
 }
 
 impl ExpiryDriver {
-    /// Runs until cancelled.
-    pub async fn run(self, cancel: CancellationToken) {
+    /// Runs until cancelled, while `lease` (the expiry duty) is held.
+    pub async fn run(self, lease: Option<Lease>, cancel: CancellationToken) {
         loop {
-            if let Err(e) = self.pass().await {
+            if let Err(e) = self.pass(lease.as_ref()).await {
                 tracing::warn!(error = %e, "expiry pass failed");
             }
             tokio::select! {
@@ -48,13 +49,16 @@ impl ExpiryDriver {
     }
 
     /// One pass. Returns how many payments it expired.
-    pub async fn pass(&self) -> Result<usize, anyhow::Error> {
+    pub async fn pass(&self, lease: Option<&Lease>) -> Result<usize, anyhow::Error> {
         let now = Utc::now();
         let cutoff = now - chrono::Duration::from_std(self.ttl)?;
         let due = queues::expired_pending(&self.pool, cutoff, now, BATCH_MAX).await?;
         let mut expired = 0;
         for p in due {
-            if self.expire(&p).await {
+            if lease.is_some_and(|l| !l.valid()) {
+                break;
+            }
+            if self.expire(&p, lease).await {
                 expired += 1;
             }
         }
@@ -62,7 +66,7 @@ impl ExpiryDriver {
         Ok(expired)
     }
 
-    async fn expire(&self, p: &ExpiredPayment) -> bool {
+    async fn expire(&self, p: &ExpiredPayment, lease: Option<&Lease>) -> bool {
         let Some(method) = PaymentMethod::parse(&p.payment_method) else {
             return false;
         };
@@ -87,7 +91,10 @@ impl ExpiryDriver {
                 p.payment_id,
                 &[command],
                 &Meta::system("expiry-driver"),
-                &Bookkeeping::default(),
+                &Bookkeeping {
+                    fence: lease.map(Lease::fence),
+                    ..Bookkeeping::default()
+                },
             )
             .await
         {

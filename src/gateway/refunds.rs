@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Gateways, RefundOutcome};
 use crate::domain::{Command, PaymentMethod};
+use crate::duties::Lease;
 use crate::projections::queues::{self, DueRefund};
 use crate::service::{Bookkeeping, CommandService, Meta};
 
@@ -41,11 +42,11 @@ pub struct RefundDriver {
 }
 
 impl RefundDriver {
-    /// Runs until cancelled.
-    pub async fn run(self, cancel: CancellationToken) {
+    /// Runs until cancelled, while `lease` (the refund duty) is held.
+    pub async fn run(self, lease: Option<Lease>, cancel: CancellationToken) {
         let wake = self.gateways.refund_wake();
         loop {
-            match self.pass().await {
+            match self.pass(lease.as_ref()).await {
                 Ok(n) if n > 0 => continue,
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "refund pass failed"),
@@ -71,7 +72,7 @@ impl RefundDriver {
     }
 
     /// One pass over the refunds due now. Returns how many it took from the queue.
-    pub async fn pass(&self) -> Result<usize, anyhow::Error> {
+    pub async fn pass(&self, lease: Option<&Lease>) -> Result<usize, anyhow::Error> {
         let due = queues::due_refunds(&self.pool, Utc::now(), BATCH_MAX).await?;
         let taken = due.len();
         if let Ok((depth, oldest)) = queues::refund_queue_depth(&self.pool).await {
@@ -80,17 +81,22 @@ impl RefundDriver {
         }
         futures::stream::iter(due)
             .for_each_concurrent(self.concurrency_max.max(1), |refund| async move {
-                self.settle(refund).await;
+                self.settle(refund, lease).await;
             })
             .await;
         let _ = queues::forget_settled_refunds(&self.pool).await;
         Ok(taken)
     }
 
-    async fn settle(&self, r: DueRefund) {
+    async fn settle(&self, r: DueRefund, lease: Option<&Lease>) {
         let Some(method) = PaymentMethod::parse(&r.payment_method) else {
             return;
         };
+        // Only the leader sends refunds: a node that cannot prove it still holds the duty
+        // leaves the refund to whoever does.
+        if lease.is_some_and(|l| !l.valid()) {
+            return;
+        }
         let outcome = self
             .gateways
             .get(method)
@@ -111,9 +117,13 @@ impl RefundDriver {
             }
         };
         let meta = Meta::system("refund-driver");
+        let book = Bookkeeping {
+            fence: lease.map(Lease::fence),
+            ..Bookkeeping::default()
+        };
         if let Err(e) = self
             .commands
-            .execute(r.payment_id, &[command], &meta, &Bookkeeping::default())
+            .execute(r.payment_id, &[command], &meta, &book)
             .await
         {
             tracing::warn!(refund_no = %r.refund_no, error = %e, "could not record the refund outcome");

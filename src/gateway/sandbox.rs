@@ -279,3 +279,30 @@ impl Gateway for Sandbox {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Currency;
+
+    #[tokio::test]
+    async fn the_sandbox_remembers_a_bounded_number_of_orders_and_refunds() {
+        let sandbox = Sandbox::bounded("http://x", Faults::default(), 50);
+        let amount = Money::parse("1.00", Currency::from_code("CNY").unwrap()).unwrap();
+        for i in 0..2_000 {
+            sandbox
+                .create_order(&format!("P{i}"), &amount)
+                .await
+                .unwrap();
+            sandbox
+                .refund(&format!("R{i}"), &format!("P{i}"), amount.amount())
+                .await
+                .unwrap();
+        }
+        let (orders, refunds) = sandbox.entries();
+        assert!(
+            orders <= 50 && refunds <= 50,
+            "{orders} orders, {refunds} refunds"
+        );
+    }
+}

@@ -113,3 +113,15 @@ pub async fn wrapped_keys(
             .await?;
     Ok(keys.into_iter().collect())
 }
+
+/// Every user's wrapped data key (`None` once shredded), for a rebuild that opens the payer
+/// data of every payment.
+pub async fn all_wrapped_keys(
+    pool: &sqlx::PgPool,
+) -> Result<std::collections::HashMap<String, Option<Vec<u8>>>, sqlx::Error> {
+    let keys: Vec<(String, Option<Vec<u8>>)> =
+        sqlx::query_as("SELECT user_id, wrapped_key FROM user_keys")
+            .fetch_all(pool)
+            .await?;
+    Ok(keys.into_iter().collect())
+}

@@ -9,9 +9,12 @@
 pub mod digest;
 pub mod event;
 pub mod keyring;
+pub mod leases;
 pub mod plan;
+pub mod probe;
 pub mod requests;
 pub mod sealing;
+pub mod sessions;
 pub mod verify;
 pub mod writer;
 
@@ -23,7 +26,7 @@ use uuid::Uuid;
 
 pub use event::{decode, decode_all, EventEnvelope, NewEvent, StoredEvent, GENESIS_HASH};
 pub use writer::{
-    AppendRequest, Appended, Claim, IdempotencyKey, NonceUse, Respond, Writer, WriterConfig,
+    AppendRequest, Appended, Claim, Fence, IdempotencyKey, NonceUse, Respond, Writer, WriterConfig,
 };
 
 /// Errors of the store layer. `Conflict` and `ClaimTaken` are expected outcomes of
@@ -52,6 +55,9 @@ pub enum StoreError {
     /// Another request committed an answer under this idempotency key first.
     #[error("idempotency key already answered")]
     IdempotencyTaken,
+    /// A background duty's write whose lease another node has taken over.
+    #[error("the duty's lease was taken over by another node")]
+    Fenced,
 }
 
 impl StoreError {
@@ -186,6 +192,39 @@ pub async fn read_range(
     Ok(rows.into_iter().map(StoredEvent::from).collect())
 }
 
+/// The streams with events in `after < position <= upto` (bounded by the caller's range).
+pub async fn streams_between(
+    pool: &PgPool,
+    after: i64,
+    upto: i64,
+) -> Result<Vec<Uuid>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT stream_id FROM events WHERE position > $1 AND position <= $2",
+    )
+    .bind(after)
+    .bind(upto)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Every event up to `upto`, stream by stream in version order, streamed from the server (a
+/// rebuild folds one payment at a time, so its memory does not grow with the log).
+pub fn by_stream(
+    conn: &mut sqlx::PgConnection,
+    upto: i64,
+) -> futures::stream::BoxStream<'_, Result<StoredEvent, StoreError>> {
+    use futures::StreamExt;
+    sqlx::query_as::<_, event::EventRow>(
+        "SELECT position, event_id, stream_id, version, event_type, data, metadata, \
+         recorded_at, prev_hash, hash FROM events WHERE position <= $1 \
+         ORDER BY stream_id, version",
+    )
+    .bind(upto)
+    .fetch(conn)
+    .map(|r| r.map(StoredEvent::from).map_err(StoreError::from))
+    .boxed()
+}
+
 /// A whole stream in version order.
 pub async fn read_stream(pool: &PgPool, stream_id: Uuid) -> Result<Vec<StoredEvent>, StoreError> {
     let rows = sqlx::query_as::<_, event::EventRow>(
@@ -197,6 +236,22 @@ pub async fn read_stream(pool: &PgPool, stream_id: Uuid) -> Result<Vec<StoredEve
     .await?;
     Ok(rows.into_iter().map(StoredEvent::from).collect())
 }
+
+/// Sends a PostgreSQL notification inside the caller's transaction (delivered at commit).
+pub async fn notify<'e, E>(executor: E, channel: &str, position: i64) -> Result<(), StoreError>
+where
+    E: sqlx::PgExecutor<'e>,
+{
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(channel)
+        .bind(position.to_string())
+        .execute(executor)
+        .await?;
+    Ok(())
+}
+
+/// The PostgreSQL notification channel the append writer announces its head on.
+pub const APPENDED_CHANNEL: &str = "ledger_appended";
 
 /// Reads a checkpoint (0 when the follower never ran).
 pub async fn checkpoint(pool: &PgPool, name: &str) -> Result<i64, StoreError> {

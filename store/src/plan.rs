@@ -9,7 +9,9 @@
 //!    here, inside the append transaction, so a key is owned by whoever commits it first and
 //!    no running request can be taken over;
 //! 3. the stream is at the expected version (`Conflict`);
-//! 4. every claim is free or already the stream's own (`ClaimTaken`).
+//! 4. every claim is free or already the stream's own (`ClaimTaken`);
+//! 5. a request made by a background duty carries the duty's fencing token, and it is still
+//!    the duty's (`Fenced`): a paused old leader cannot write after another took over.
 //!
 //! A committed request's events get dense positions after the head, the next versions of
 //! their stream, one `recorded_at` (never before the last event's), and hash-chain links; its
@@ -63,6 +65,13 @@ impl IdempotencyKey {
     }
 }
 
+/// The lease a background duty's request was decided under (see `crate::leases`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub duty: &'static str,
+    pub token: i64,
+}
+
 /// One request to the writer. `events` may be empty: the request then only records its
 /// nonce and its answer (a refusal, a duplicate notification) in one commit.
 pub struct AppendRequest {
@@ -77,6 +86,8 @@ pub struct AppendRequest {
     pub idempotency: Option<IdempotencyKey>,
     /// Builds the answer inside the transaction; stored when `idempotency` is set.
     pub respond: Option<Respond>,
+    /// Set when a background duty makes the request.
+    pub fence: Option<Fence>,
 }
 
 impl AppendRequest {
@@ -91,6 +102,7 @@ impl AppendRequest {
             nonce: None,
             idempotency: None,
             respond: None,
+            fence: None,
         }
     }
 }
@@ -109,6 +121,8 @@ pub enum Refusal {
     },
     NonceUsed,
     IdempotencyTaken,
+    /// The duty's lease moved to another node since the request was decided.
+    Fenced,
 }
 
 /// What a committed request appended, and its answer exactly as stored.
@@ -146,6 +160,8 @@ pub struct Snapshot {
     pub claims: HashMap<(String, String), Uuid>,
     pub used_nonces: HashSet<(String, String)>,
     pub answered_keys: HashSet<(String, String, String)>,
+    /// The current fencing token of each duty the batch names.
+    pub duty_tokens: HashMap<String, i64>,
 }
 
 /// An event row to insert, with its canonical bytes.
@@ -185,6 +201,7 @@ pub struct Reads {
     pub claims: Vec<(String, String)>,
     pub nonces: Vec<(String, String)>,
     pub keys: Vec<(String, String, String)>,
+    pub duties: Vec<String>,
 }
 
 /// What the executor must read for `batch` (deduplicated).
@@ -215,6 +232,11 @@ pub fn reads(batch: &[AppendRequest]) -> Reads {
                 r.keys.push(i.id());
             }
         }
+        if let Some(f) = &req.fence {
+            if !r.duties.iter().any(|d| d == f.duty) {
+                r.duties.push(f.duty.to_owned());
+            }
+        }
     }
     r
 }
@@ -241,6 +263,12 @@ pub fn plan(batch: &mut [AppendRequest], snapshot: &Snapshot) -> Plan {
     let mut keys = snapshot.answered_keys.clone();
 
     for req in batch.iter_mut() {
+        if let Some(f) = &req.fence {
+            if snapshot.duty_tokens.get(f.duty) != Some(&f.token) {
+                plan.results.push(Err(Refusal::Fenced));
+                continue;
+            }
+        }
         let result = plan_one(
             req,
             recorded_at,
@@ -726,6 +754,33 @@ mod tests {
         assert_eq!(plan.nonces.len(), 1);
         assert_eq!(plan.answers.len(), 1);
         assert_eq!(plan.head, 0);
+    }
+
+    #[test]
+    fn a_request_of_a_duty_whose_lease_moved_on_is_fenced_off() {
+        let mut snap = snapshot();
+        snap.duty_tokens.insert("refunds".into(), 7);
+        let mut stale = append(1, 0, 1);
+        stale.fence = Some(Fence {
+            duty: "refunds",
+            token: 6,
+        });
+        let mut current = append(2, 0, 1);
+        current.fence = Some(Fence {
+            duty: "refunds",
+            token: 7,
+        });
+        let mut unknown = append(3, 0, 1);
+        unknown.fence = Some(Fence {
+            duty: "expiry",
+            token: 1,
+        });
+        let plan = plan(&mut [stale, current, unknown], &snap);
+        assert_eq!(plan.results[0].as_ref().unwrap_err(), &Refusal::Fenced);
+        assert!(plan.results[1].is_ok());
+        assert_eq!(plan.results[2].as_ref().unwrap_err(), &Refusal::Fenced);
+        assert_eq!(plan.events.len(), 1);
+        assert_eq!(plan.events[0].event.stream_id, stream(2));
     }
 
     #[test]

@@ -9,8 +9,6 @@
 //! and it folds every hash into a running global root, which a signed digest pins down: the
 //! log "still extends the digest" when the root at the digest's position is unchanged.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use serde::Serialize;
@@ -51,6 +49,11 @@ struct Row {
     prev_hash: String,
     hash: String,
     canonical: String,
+    /// The version and hash of the stream's previous event in position order (computed by
+    /// the database, so verification holds no per-stream state: its memory is bounded
+    /// whatever the size of the log).
+    previous_version: Option<i32>,
+    previous_hash: Option<String>,
 }
 
 /// Checks the whole log. `pinned_position`, if set, also records the global root there.
@@ -62,7 +65,9 @@ pub async fn verify_log(
 ) -> Result<VerifyReport, StoreError> {
     let mut rows = sqlx::query_as::<_, Row>(
         "SELECT position, event_id, stream_id, version, event_type, data, metadata, \
-         recorded_at, prev_hash, hash, canonical FROM events ORDER BY position",
+         recorded_at, prev_hash, hash, canonical, \
+         LAG(version) OVER w AS previous_version, LAG(hash) OVER w AS previous_hash \
+         FROM events WINDOW w AS (PARTITION BY stream_id ORDER BY position) ORDER BY position",
     )
     .fetch(pool);
     let mut checked: i64 = 0;
@@ -70,7 +75,6 @@ pub async fn verify_log(
     let mut root = GENESIS_HASH.to_owned();
     let mut head_hash = GENESIS_HASH.to_owned();
     let mut head_position = 0;
-    let mut streams: HashMap<Uuid, (i32, String)> = HashMap::new();
     let mut broken: Option<(i64, String)> = None;
     let mut pinned_root = None;
     if pinned_position == Some(0) {
@@ -79,7 +83,7 @@ pub async fn verify_log(
     while let Some(row) = rows.try_next().await? {
         checked += 1;
         if broken.is_none() {
-            if let Some(problem) = check_row(&row, expected_position, &streams) {
+            if let Some(problem) = check_row(&row, expected_position) {
                 // A hole is located at the first missing position, not at the event after it.
                 let at = if row.position > expected_position {
                     expected_position
@@ -90,7 +94,6 @@ pub async fn verify_log(
             }
         }
         expected_position = row.position + 1;
-        streams.insert(row.stream_id, (row.version, row.hash.clone()));
         root = chain_root(&root, &row.hash);
         head_hash = row.hash;
         head_position = row.position;
@@ -114,11 +117,7 @@ pub async fn verify_log(
     })
 }
 
-fn check_row(
-    row: &Row,
-    expected_position: i64,
-    streams: &HashMap<Uuid, (i32, String)>,
-) -> Option<String> {
+fn check_row(row: &Row, expected_position: i64) -> Option<String> {
     if row.position != expected_position {
         return Some(if row.position > expected_position {
             format!(
@@ -151,10 +150,8 @@ fn check_row(
     if recomputed != row.canonical {
         return Some("stored columns differ from the hashed canonical bytes".into());
     }
-    let (prev_version, prev_hash) = streams
-        .get(&row.stream_id)
-        .map(|(v, h)| (*v, h.as_str()))
-        .unwrap_or((0, GENESIS_HASH));
+    let prev_version = row.previous_version.unwrap_or(0);
+    let prev_hash = row.previous_hash.as_deref().unwrap_or(GENESIS_HASH);
     if row.version != prev_version + 1 {
         return Some(format!(
             "version {} of its payment follows version {prev_version}",

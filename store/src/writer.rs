@@ -25,12 +25,15 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
-use tokio::sync::{mpsc, oneshot, watch};
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::event::StoredEvent;
 use crate::plan::{self, Plan, Reads, Refusal, Snapshot, StreamHead};
-pub use crate::plan::{AppendRequest, Appended, Claim, IdempotencyKey, NonceUse, Respond};
+pub use crate::plan::{AppendRequest, Appended, Claim, Fence, IdempotencyKey, NonceUse, Respond};
 use crate::{is_connection_error, StoreError};
 
 /// Key of the transaction advisory lock that serialises appends (any constant works; this
@@ -73,7 +76,12 @@ struct Pending {
 pub struct Writer {
     queue: mpsc::Sender<Pending>,
     head: watch::Receiver<i64>,
+    committed: broadcast::Sender<Arc<[StoredEvent]>>,
 }
+
+/// Committed batches kept for slow subscribers; one that falls further behind is told it
+/// lagged and reads the log instead.
+pub const COMMITTED_BATCHES_MAX: usize = 1024;
 
 impl Writer {
     /// Starts the writer task. It runs until `cancel` fires and the queue is drained.
@@ -86,8 +94,19 @@ impl Writer {
     ) -> Writer {
         let (queue, rx) = mpsc::channel(config.queue_max);
         let (head_tx, head) = watch::channel(initial_head);
-        tracker.spawn(run(pool, config, rx, head_tx, cancel));
-        Writer { queue, head }
+        let (committed, _) = broadcast::channel(COMMITTED_BATCHES_MAX);
+        tracker.spawn(run(pool, config, rx, head_tx, committed.clone(), cancel));
+        Writer {
+            queue,
+            head,
+            committed,
+        }
+    }
+
+    /// Every batch of events this writer commits, in position order, right after its commit:
+    /// the local projector applies them without reading them back from the database.
+    pub fn committed(&self) -> broadcast::Receiver<Arc<[StoredEvent]>> {
+        self.committed.subscribe()
     }
 
     /// Appends atomically, or refuses (`Conflict`, `ClaimTaken`, `NonceUsed`,
@@ -116,6 +135,7 @@ impl From<Refusal> for StoreError {
             }
             Refusal::NonceUsed => StoreError::NonceUsed,
             Refusal::IdempotencyTaken => StoreError::IdempotencyTaken,
+            Refusal::Fenced => StoreError::Fenced,
         }
     }
 }
@@ -125,6 +145,7 @@ async fn run(
     config: WriterConfig,
     mut rx: mpsc::Receiver<Pending>,
     head_tx: watch::Sender<i64>,
+    committed: broadcast::Sender<Arc<[StoredEvent]>>,
     cancel: CancellationToken,
 ) {
     let mut batch: Vec<Pending> = Vec::with_capacity(config.batch_max);
@@ -157,6 +178,10 @@ async fn run(
         match commit_batch(&pool, &config, &mut requests).await {
             Ok(plan) => {
                 let head = plan.head;
+                if !plan.events.is_empty() {
+                    // Nobody listening (an API-only process) is fine.
+                    let _ = committed.send(plan.events.iter().map(|r| r.event.clone()).collect());
+                }
                 for (reply, result) in replies.into_iter().zip(plan.results) {
                     let _ = reply.send(result.map_err(StoreError::from));
                 }
@@ -200,6 +225,7 @@ fn is_timeout(e: &sqlx::Error) -> bool {
 }
 
 /// Commits one batch: lock, read, plan, write, commit.
+#[tracing::instrument(name = "append_batch", skip_all, fields(appends = batch.len()))]
 async fn commit_batch(
     pool: &PgPool,
     config: &WriterConfig,
@@ -218,6 +244,14 @@ async fn commit_batch(
     let snapshot = read_snapshot(&mut tx, &plan::reads(batch)).await?;
     let plan = plan::plan(batch, &snapshot);
     write_plan(&mut tx, &plan).await?;
+    if plan.head > snapshot.head {
+        // Delivered at commit: the leader's projector and relay on another node wake at once.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(crate::APPENDED_CHANNEL)
+            .bind(plan.head.to_string())
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
     Ok(plan)
 }
@@ -231,6 +265,7 @@ type SnapshotRow = (
     sqlx::types::Json<Vec<(String, String, Uuid)>>,
     sqlx::types::Json<Vec<(String, String)>>,
     sqlx::types::Json<Vec<(String, String, String)>>,
+    sqlx::types::Json<Vec<(String, i64)>>,
 );
 
 /// Everything the planner needs, in one statement (one round trip under the lock).
@@ -255,7 +290,9 @@ async fn read_snapshot(conn: &mut PgConnection, reads: &Reads) -> Result<Snapsho
          (SELECT COALESCE(json_agg(json_build_array(i.key_id, i.route, i.idem_key)), '[]') \
             FROM idempotency i JOIN UNNEST($6::text[], $7::text[], $8::text[]) AS k(a, b, c) \
               ON i.key_id = k.a AND i.route = k.b AND i.idem_key = k.c \
-            WHERE i.created_at >= now() - make_interval(hours => $9)) \
+            WHERE i.created_at >= now() - make_interval(hours => $9)), \
+         (SELECT COALESCE(json_agg(json_build_array(d.duty, d.token)), '[]') \
+            FROM (SELECT duty, token FROM duty_leases WHERE duty = ANY($10) FOR SHARE) d) \
          FROM (SELECT 1) AS one \
          LEFT JOIN LATERAL (SELECT position, recorded_at FROM events \
                             ORDER BY position DESC LIMIT 1) l ON true",
@@ -269,9 +306,10 @@ async fn read_snapshot(conn: &mut PgConnection, reads: &Reads) -> Result<Snapsho
     .bind(&routes)
     .bind(&idem_keys)
     .bind(IDEMPOTENCY_TTL_HOURS)
+    .bind(&reads.duties)
     .fetch_one(&mut *conn)
     .await?;
-    let (head, last_recorded_at, now, streams, claims, used_nonces, keys) = row;
+    let (head, last_recorded_at, now, streams, claims, used_nonces, keys, duties) = row;
     Ok(Snapshot {
         head,
         last_recorded_at,
@@ -296,6 +334,7 @@ async fn read_snapshot(conn: &mut PgConnection, reads: &Reads) -> Result<Snapsho
             .collect(),
         used_nonces: used_nonces.0.into_iter().collect::<HashSet<_>>(),
         answered_keys: keys.0.into_iter().collect::<HashSet<_>>(),
+        duty_tokens: duties.0.into_iter().collect(),
     })
 }
 

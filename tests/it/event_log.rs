@@ -95,6 +95,7 @@ fn request(stream_id: Uuid, expected_version: u32, events: Vec<NewEvent>) -> App
         nonce: None,
         idempotency: None,
         respond: None,
+        fence: None,
     }
 }
 

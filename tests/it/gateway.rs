@@ -214,15 +214,44 @@ async fn pay_page(app: &TestApp, payment_no: &str) -> (u16, String, String) {
     (status, content_type, r.text().await.expect("page body"))
 }
 
-/// Clicks a button of the sandbox pay page (a plain HTML form post): (status, body).
+/// The one-time token of a freshly rendered pay page (empty when the page has no form).
+async fn page_token(app: &TestApp, payment_no: &str) -> String {
+    let (_, _, html) = pay_page(app, payment_no).await;
+    html.split("name=\"token\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Clicks a button of the sandbox pay page (a plain HTML form post, with the token of a
+/// page just rendered): (status, body after the redirect).
 async fn click(app: &TestApp, payment_no: &str, outcome: &str) -> (u16, String) {
-    let r = reqwest::Client::new()
+    let token = page_token(app, payment_no).await;
+    submit(
+        app,
+        payment_no,
+        &format!("outcome={outcome}&token={token}"),
+        &[],
+    )
+    .await
+}
+
+/// Posts the pay page's form as given: (status, body after the redirect).
+async fn submit(
+    app: &TestApp,
+    payment_no: &str,
+    form: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let mut req = reqwest::Client::new()
         .post(format!("{}/sandbox/pay/{payment_no}", app.base))
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("outcome={outcome}"))
-        .send()
-        .await
-        .expect("page answers");
+        .body(form.to_owned());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.expect("page answers");
     (r.status().as_u16(), r.text().await.expect("page body"))
 }
 
@@ -338,6 +367,100 @@ async fn the_pay_page_of_an_unknown_payment_is_404_and_an_unknown_button_is_400(
     assert_eq!(status, 400);
     assert_eq!(status_of(&app, &id).await, "pending");
     assert_eq!(event_types(&app, &id).await, ["created"]);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resubmitted_pay_page_is_the_same_callback_not_a_second_one() {
+    let app = TestApp::spawn().await;
+    let (id, no) = pending_payment(&app, "10.00", "alipay").await;
+    let token = page_token(&app, &no).await;
+    let form = format!("outcome=success&token={token}");
+    let (first, html) = submit(&app, &no, &form, &[]).await;
+    assert_eq!(first, 200, "{html}");
+    assert!(
+        html.contains("id=\"result\""),
+        "a result page after the redirect: {html}"
+    );
+    assert!(
+        html.contains(&format!("/checkout/{no}")),
+        "a way back: {html}"
+    );
+    // A reload of the form, and a stale tab that says "failed" with the same page's token.
+    submit(&app, &no, &form, &[]).await;
+    submit(&app, &no, &format!("outcome=failed&token={token}"), &[]).await;
+    assert_eq!(status_of(&app, &id).await, "success");
+    let types = event_types(&app, &id).await;
+    assert_eq!(count(&types, "callback_received"), 1, "{types:?}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pay_page_refuses_forms_without_its_token_or_from_another_site() {
+    let app = TestApp::spawn().await;
+    let (id, no) = pending_payment(&app, "10.00", "alipay").await;
+    let (status, _) = submit(&app, &no, "outcome=success", &[]).await;
+    assert_eq!(status, 403);
+    let (status, _) = submit(&app, &no, "outcome=success&token=1.abc.def", &[]).await;
+    assert_eq!(status, 403);
+    // Another payment's token does not fit this one.
+    let (_, other) = pending_payment(&app, "10.00", "alipay").await;
+    let foreign_token = page_token(&app, &other).await;
+    let (status, _) = submit(
+        &app,
+        &no,
+        &format!("outcome=success&token={foreign_token}"),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 403);
+    let token = page_token(&app, &no).await;
+    let form = format!("outcome=success&token={token}");
+    let (status, _) = submit(&app, &no, &form, &[("origin", "https://evil.example")]).await;
+    assert_eq!(status, 403);
+    let (status, _) = submit(&app, &no, &form, &[("sec-fetch-site", "cross-site")]).await;
+    assert_eq!(status, 403);
+    assert_eq!(event_types(&app, &id).await, ["created"]);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pay_page_of_a_settled_payment_sends_nothing() {
+    let app = TestApp::spawn().await;
+    let (id, no) = pending_payment(&app, "10.00", "alipay").await;
+    let token = page_token(&app, &no).await;
+    app.pay("alipay", &no, "10.00").await;
+    let (status, _) = submit(&app, &no, &format!("outcome=failed&token={token}"), &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(status_of(&app, &id).await, "success");
+    assert_eq!(count(&event_types(&app, &id).await, "callback_received"), 1);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_sandbox_there_is_no_pay_page_and_its_secret_signs_nothing() {
+    let app = TestApp::spawn_with(crate::common::Options::tuned(|c| {
+        c.sandbox = Some(ledger::config::SandboxMode::Off)
+    }))
+    .await;
+    let (_, no) = pending_payment(&app, "10.00", "alipay").await;
+    let (status, _, _) = pay_page(&app, &no).await;
+    assert_eq!(status, 404);
+    // A notification signed with the sandbox secret is not a gateway's.
+    let forged = ledger::client::Client::new(&app.base, "alipay", crate::common::SANDBOX_SECRET)
+        .send(
+            "POST",
+            "/api/v1/gateways/alipay/notify",
+            Some(
+                &json!({"payment_no": no, "callback_no": "X", "status": "success",
+                "amount": "10.00", "gateway_trade_no": "T"})
+                .to_string(),
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(forged.status, 401);
     app.stop().await;
 }
 

@@ -485,6 +485,8 @@ async fn a_nats_crash_while_the_relay_is_publishing_loses_and_duplicates_nothing
         Some(events.len() as u64),
         "no duplicate in the stream"
     );
+    // Acks lost mid-batch never let a later event into the stream before an earlier one.
+    assert_in_log_order(&published, &events);
     assert_each_event_published_once(&published, &events, &app.prefix);
     app.stop().await;
     drop(nats);
@@ -540,7 +542,7 @@ async fn publishing_the_same_events_again_does_not_grow_the_stream() {
 
     // The bus publishes the whole log again (a relay that crashed after publishing and
     // before moving its checkpoint would): every ack comes back, nothing is stored twice.
-    let acked = bus.publish(&events).await.expect("republish");
+    let acked = bus.publish(&events, None).await.expect("republish");
     assert_eq!(acked, events.last().map(|e| e.position).unwrap_or(0));
     assert_eq!(stream_messages(&js, &app.stream).await, Some(count));
 
@@ -583,4 +585,86 @@ async fn publishing_the_same_events_again_does_not_grow_the_stream() {
         assert_envelope_matches(p, e, &app.prefix);
     }
     app.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// The stream is a gap-free, ordered prefix of the log, whatever happens to it
+// ---------------------------------------------------------------------------------------
+
+/// The stream holds exactly the log, each event once, in position order.
+fn assert_in_log_order(published: &[Published], events: &[StoredEvent]) {
+    let positions: Vec<i64> = published
+        .iter()
+        .map(|p| p.payload["position"].as_i64().expect("position"))
+        .collect();
+    let logged: Vec<i64> = events.iter().map(|e| e.position).collect();
+    assert_eq!(positions, logged, "the stream is the log, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_stream_is_refilled_from_the_log_in_order() {
+    let app = TestApp::spawn().await;
+    some_traffic(&app, 2).await;
+    let pool = app.pool().await;
+    let before = wait_relayed(&pool, NATS_URL, &app.stream).await;
+    let js = jetstream_at(NATS_URL).await;
+    js.delete_stream(&app.stream)
+        .await
+        .expect("delete the stream");
+    // More writes: the relay finds the stream gone, recreates it and publishes everything.
+    some_traffic(&app, 1).await;
+    let deadline = tokio::time::Instant::now() + WAIT_MAX;
+    let head = store::head_position(&pool).await.unwrap();
+    assert!(head as usize > before.len());
+    while stream_messages(&js, &app.stream).await != Some(head as u64) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stream not refilled: {:?} of {head}",
+            stream_messages(&js, &app.stream).await
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    let events = all_events(&pool).await;
+    let published = read_back(&js, &app.stream, events.len()).await;
+    assert_in_log_order(&published, &events);
+    assert_each_event_published_once(&published, &events, &app.prefix);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_that_name_with_other_subjects_stops_start_up_naming_the_setting() {
+    let js = jetstream_at(NATS_URL).await;
+    let id = Uuid::new_v4().simple().to_string();
+    let name = format!("T{}", &id[..12]);
+    js.create_stream(jetstream::stream::Config {
+        name: name.clone(),
+        subjects: vec![format!("someone-else-{}.>", &id[..8])],
+        ..Default::default()
+    })
+    .await
+    .expect("create a foreign stream");
+    let db = std::sync::Arc::new(crate::common::TestDb::new().await);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let settings = crate::common::raw_config(
+        &db.url,
+        Some(NATS_URL),
+        &format!("t{}", &id[..12]),
+        &name,
+        addr,
+    )
+    .resolve()
+    .unwrap();
+    let started = ledger::app::build(
+        settings,
+        ledger::app::ServeRole::All,
+        ledger::gateway::sandbox::Faults::default(),
+    )
+    .await;
+    let error = match started {
+        Ok(_) => panic!("start-up must refuse a stream it can never publish to"),
+        Err(e) => e.to_string(),
+    };
+    assert!(error.contains("LEDGER_NATS_STREAM"), "{error}");
+    let _ = js.delete_stream(&name).await;
 }

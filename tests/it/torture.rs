@@ -207,6 +207,7 @@ async fn append_retrying(
             nonce: None,
             idempotency: None,
             respond: None,
+            fence: None,
         };
         match writer.append(request).await {
             Ok(a) => {

@@ -129,6 +129,7 @@ fn create_command(order_id: &str, user_id: &str, amount: Money) -> Command {
         method: PaymentMethod::Alipay,
         payment_url: "https://pay.example/P0001".into(),
         return_url: None,
+        merchant: None,
         payer: None,
     }
 }
@@ -148,6 +149,7 @@ fn created_with(amount: &str, currency: Currency) -> PaymentEvent {
         payment_method: PaymentMethod::Alipay,
         payment_url: "https://pay.example/P0001".into(),
         return_url: None,
+        merchant: None,
         payer: None,
     })
 }

@@ -150,6 +150,7 @@ fn create_command(create: &Create) -> Command {
         method: create.method,
         payment_url: "https://pay.example/P1".into(),
         return_url: None,
+        merchant: None,
         payer: None,
     }
 }

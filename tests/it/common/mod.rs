@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod nats;
+pub mod postgres;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -82,11 +83,15 @@ impl Drop for TestDb {
     }
 }
 
+/// Changes a test service's configuration before it starts (limits, settings).
+pub type Tune = Arc<dyn Fn(&mut RawConfig) + Send + Sync>;
+
 /// Options for a test service.
 pub struct Options {
     pub nats_url: Option<String>,
     pub role: ServeRole,
     pub faults: Faults,
+    pub tune: Option<Tune>,
 }
 
 impl Default for Options {
@@ -95,6 +100,17 @@ impl Default for Options {
             nats_url: Some(NATS_URL.into()),
             role: ServeRole::All,
             faults: Faults::default(),
+            tune: None,
+        }
+    }
+}
+
+impl Options {
+    /// The default options with `tune` applied to the configuration.
+    pub fn tuned(tune: impl Fn(&mut RawConfig) + Send + Sync + 'static) -> Options {
+        Options {
+            tune: Some(Arc::new(tune)),
+            ..Options::default()
         }
     }
 }
@@ -147,6 +163,9 @@ impl TestApp {
     }
 
     pub async fn spawn_with(opts: Options) -> TestApp {
+        if std::env::var("LEDGER_TEST_LOG").is_ok() {
+            ledger::telemetry::init_logging();
+        }
         let db = Arc::new(TestDb::new().await);
         Self::spawn_on(db, opts).await
     }
@@ -169,9 +188,11 @@ impl TestApp {
             .await
             .expect("bind port 0");
         let addr = listener.local_addr().expect("local addr");
-        let settings = raw_config(&db.url, opts.nats_url.as_deref(), &prefix, &stream, addr)
-            .resolve()
-            .expect("test settings are valid");
+        let mut raw = raw_config(&db.url, opts.nats_url.as_deref(), &prefix, &stream, addr);
+        if let Some(tune) = &opts.tune {
+            tune(&mut raw);
+        }
+        let settings = raw.resolve().expect("test settings are valid");
         let ledger: Ledger = app::build(settings, opts.role, opts.faults)
             .await
             .expect("service starts");
