@@ -7,6 +7,10 @@
 # ---- build ----
 FROM rust:1-bookworm AS builder
 WORKDIR /src
+# build.rs builds the pages (web/) with Node 20 and npm, taken from the official Node image.
+COPY --from=node:20-bookworm-slim /usr/local/bin/node /usr/local/bin/node
+COPY --from=node:20-bookworm-slim /usr/local/lib/node_modules /usr/local/lib/node_modules
+RUN ln -s /usr/local/lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm
 # sqlx compile-time checked queries (if any) use the committed .sqlx/ data
 # instead of a live database during the image build.
 ENV SQLX_OFFLINE=true

@@ -16,7 +16,8 @@ use crate::api::{self, AppState};
 use crate::bus::{self, NatsBus};
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::duties::{Duty, Leadership};
+use crate::domain::PaymentMethod;
+use crate::duties::{Duty, HeldDuties, Leadership};
 use crate::gateway::{sandbox, Gateways, RetryPolicy};
 use crate::projections::cache::ReadCache;
 use crate::projections::runner::{self, Projector};
@@ -28,12 +29,24 @@ use crate::store::{self, Writer, WriterConfig};
 /// Which parts of the service this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ServeRole {
-    /// HTTP API (reads and writes); projections are followed from the database.
+    /// HTTP API (reads and writes); stands by for the background duties, which it takes
+    /// only when no `all` or `projector` node holds them.
     Api,
-    /// Projector, NATS relay and refund process; serves only the operational routes.
+    /// Prefers the background duties (projector, relay, refunds, expiry) and the periodic
+    /// checks; serves only the operational routes.
     Projector,
     /// Everything in one process.
     All,
+}
+
+impl ServeRole {
+    pub fn name(self) -> &'static str {
+        match self {
+            ServeRole::Api => "api",
+            ServeRole::Projector => "projector",
+            ServeRole::All => "all",
+        }
+    }
 }
 
 /// How often expired nonces and idempotency keys are purged.
@@ -112,16 +125,20 @@ pub async fn build(
         None => None,
     };
     let wake = Arc::new(Notify::new());
-    let sandbox = Arc::new(sandbox::Sandbox::bounded(
+    let mut sandbox = sandbox::Sandbox::bounded(
         &settings.public_url,
         sandbox_faults,
         limits.sandbox_entries_max,
-    ));
+    );
+    if let Some(journal) = &settings.sandbox_journal {
+        sandbox = sandbox.with_journal(journal.clone());
+    }
+    let sandbox = Arc::new(sandbox);
     let retry = RetryPolicy {
         call_timeout: limits.gateway_call_timeout(),
         ..RetryPolicy::default()
     };
-    let gateways = Arc::new(Gateways::sandbox(sandbox, retry));
+    let gateways = Arc::new(real_gateways(Gateways::sandbox(sandbox, retry), &settings)?);
 
     // Every node hears every node's appends and projections through PostgreSQL.
     let (projected_tx, projected_rx) = watch::channel(0i64);
@@ -131,14 +148,24 @@ pub async fn build(
         projected_tx,
         cancel.clone(),
     ));
-    let runs_duties = matches!(role, ServeRole::Projector | ServeRole::All);
-    if runs_duties {
+    // Every node campaigns for every duty; `all` and `projector` nodes are preferred, and
+    // `api` nodes stand by: they take a free duty only a grace later, so they lead only when
+    // no preferred node is alive (README, "Several nodes").
+    let preferred = matches!(role, ServeRole::Projector | ServeRole::All);
+    let held = Arc::new(HeldDuties::default());
+    {
         let leadership = Leadership {
             pool: pool.clone(),
             node: node_id.clone(),
             ttl: limits.lease_ttl(),
+            standby_grace: if preferred {
+                Duration::ZERO
+            } else {
+                limits.lease_ttl() / 6
+            },
+            held: held.clone(),
         };
-        let local_head = (role == ServeRole::All).then(|| writer.head());
+        let local_head = Some(writer.head());
         {
             let (projector, wake) = (projector.clone(), wake.clone());
             let writer_for_projector = writer.clone();
@@ -153,9 +180,7 @@ pub async fn build(
                 Duty::Projector,
                 cancel.clone(),
                 move |lease, stop| {
-                    let handoff = local_head
-                        .is_some()
-                        .then(|| writer_for_projector.committed());
+                    let handoff = Some(writer_for_projector.committed());
                     projector.fenced(lease.fence()).run(
                         local_head.clone(),
                         handoff,
@@ -201,6 +226,8 @@ pub async fn build(
             gateways: gateways.clone(),
             concurrency_max: limits.refund_concurrency_max,
             backoff_max: Duration::from_secs(limits.refund_backoff_max_secs),
+            applied: applied.clone(),
+            settle_wait: limits.read_your_writes_wait(),
         };
         leadership.spawn(
             &tracker,
@@ -216,6 +243,8 @@ pub async fn build(
                 gateways: gateways.clone(),
                 ttl,
                 backoff_max: Duration::from_secs(limits.refund_backoff_max_secs),
+                applied: applied.clone(),
+                settle_wait: limits.read_your_writes_wait(),
             };
             leadership.spawn(
                 &tracker,
@@ -225,14 +254,6 @@ pub async fn build(
                 |_stop| async {},
             );
         }
-    } else {
-        tracker.spawn(runner::follow_remote(
-            pool.clone(),
-            cache.clone(),
-            projector.applied_sender(),
-            projected_rx,
-            cancel.clone(),
-        ));
     }
     {
         let pool = pool.clone();
@@ -268,8 +289,11 @@ pub async fn build(
         clock: Arc::new(Clock::default()),
         metrics: crate::telemetry::metrics_handle(),
         gateways,
+        node: node_id,
+        role: role.name(),
+        duties: held,
     });
-    if runs_duties {
+    if preferred {
         tracker.spawn(crate::watch::Watch::new(state.clone()).run(cancel.clone()));
     }
     Ok(Ledger {
@@ -279,6 +303,26 @@ pub async fn build(
         tracker,
         role,
     })
+}
+
+/// Serves the methods whose real gateway is configured (LEDGER_ALIPAY_*, LEDGER_WECHAT_*) with
+/// it instead of the sandbox.
+fn real_gateways(gateways: Gateways, settings: &Settings) -> anyhow::Result<Gateways> {
+    let timeout = settings.limits.gateway_call_timeout();
+    let mut gateways = gateways;
+    if let Some(alipay) = &settings.alipay {
+        let driver = crate::gateway::alipay::Alipay::new(alipay, &settings.public_url, timeout)
+            .map_err(|e| anyhow::anyhow!("LEDGER_ALIPAY_GATEWAY_URL: HTTP client: {e}"))?;
+        tracing::info!(app_id = %alipay.app_id, gateway_url = %alipay.gateway_url, "alipay is a real gateway");
+        gateways = gateways.with(PaymentMethod::Alipay, Arc::new(driver));
+    }
+    if let Some(wechat) = &settings.wechat {
+        let driver = crate::gateway::wechat::Wechat::new(wechat, &settings.public_url, timeout)
+            .map_err(|e| anyhow::anyhow!("LEDGER_WECHAT_BASE_URL: HTTP client: {e}"))?;
+        tracing::info!(mchid = %wechat.mchid, base_url = %wechat.base_url, "wechat is a real gateway");
+        gateways = gateways.with(PaymentMethod::Wechat, Arc::new(driver));
+    }
+    Ok(gateways)
 }
 
 /// Serves until `shutdown` resolves, then drains: stops accepting, finishes in-flight

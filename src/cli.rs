@@ -48,6 +48,7 @@ finance
   reconcile    match a gateway settlement file against the ledger
 try
   demo         drive realistic traffic against a running service and check it all agrees
+  simulate     run an Alipay or WeChat Pay simulator the ledger can be pointed at
   bench        the load harness (BENCHMARKS.md)
 
 First time here: start PostgreSQL and NATS, then
@@ -187,6 +188,14 @@ pub enum Command {
         #[arg(long)]
         settlement: Option<PathBuf>,
     },
+    /// Run a simulator of a real gateway (Alipay RSA2 or WeChat Pay API v3) that speaks its
+    /// exact wire format with keys of its own: a pay page, notifications retried until
+    /// acknowledged, the query/refund/close APIs and fault injection. Prints the settings
+    /// that point the ledger at it.
+    #[command(
+        after_help = "Example:\n  ledger simulate alipay            # then start `ledger serve` with the printed settings\n  ledger simulate wechat --bind 127.0.0.1:9502 --faults notify_twice=1"
+    )]
+    Simulate(crate::simulate::SimulateArgs),
     /// Print a completion script for a shell.
     #[command(
         after_help = "Example:\n  ledger completions bash > ~/.local/share/bash-completion/completions/ledger\n  ledger completions zsh > \"${fpath[1]}/_ledger\"\n  ledger completions fish > ~/.config/fish/completions/ledger.fish"
@@ -403,6 +412,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             )
             .await
         }
+        Command::Simulate(args) => crate::simulate::run_cli(args, &cli.config.data_dir).await,
         Command::Demo {
             url,
             payments,

@@ -335,11 +335,351 @@ pub struct RawConfig {
     /// development into LEDGER_DATA_DIR/sandbox.secret).
     #[arg(long, env = "LEDGER_SANDBOX_SECRET", hide_env_values = true)]
     pub sandbox_secret: Option<String>,
+    /// A file the sandboxes of several nodes on one machine share their refund decisions
+    /// through, so that a refund is decided once across them (a local cluster, its tests).
+    #[arg(long, env = "LEDGER_SANDBOX_JOURNAL")]
+    pub sandbox_journal: Option<PathBuf>,
     /// Peers whose `X-Forwarded-For` is believed: comma-separated addresses or CIDR blocks.
     #[arg(long, env = "LEDGER_TRUSTED_PROXIES", default_value = "", value_parser = trusted_proxies)]
     pub trusted_proxies: TrustedProxies,
+    #[command(flatten, next_help_heading = "Alipay (real gateway)")]
+    pub alipay: AlipayConfig,
+    #[command(flatten, next_help_heading = "WeChat Pay (real gateway)")]
+    pub wechat: WechatConfig,
     #[command(flatten, next_help_heading = "Limits")]
     pub limits: Limits,
+}
+
+/// Alipay (open platform, RSA2) as a real gateway. Alipay is real when LEDGER_ALIPAY_APP_ID is
+/// set, and then every key file is required; otherwise the sandbox serves `alipay`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AlipayConfig {
+    /// The app id of the merchant's Alipay open-platform app. Setting it makes `alipay` a real
+    /// gateway: notifications are then taken only at /api/v1/gateways/alipay/notify/rsa2.
+    #[arg(long, env = "LEDGER_ALIPAY_APP_ID", value_parser = alipay_app_id)]
+    pub alipay_app_id: Option<String>,
+    /// PEM file of the merchant's app private key (PKCS#8 or PKCS#1, RSA 2048+), which signs
+    /// every request to Alipay.
+    #[arg(long, env = "LEDGER_ALIPAY_PRIVATE_KEY_FILE")]
+    pub alipay_private_key_file: Option<PathBuf>,
+    /// PEM file of Alipay's public key (or its public-key certificate), which every answer and
+    /// notification must be signed with.
+    #[arg(long, env = "LEDGER_ALIPAY_PUBLIC_KEY_FILE")]
+    pub alipay_public_key_file: Option<PathBuf>,
+    /// Alipay's gateway: page-pay redirects and OpenAPI calls go there (an http(s) URL; the
+    /// sandbox is https://openapi-sandbox.dl.alipaydev.com/gateway.do).
+    #[arg(
+        long,
+        env = "LEDGER_ALIPAY_GATEWAY_URL",
+        default_value = "https://openapi.alipay.com/gateway.do",
+        value_parser = http_url("LEDGER_ALIPAY_GATEWAY_URL")
+    )]
+    pub alipay_gateway_url: String,
+}
+
+/// WeChat Pay API v3 as a real gateway. WeChat Pay is real when LEDGER_WECHAT_MCHID is set,
+/// and then every other setting but the base URL is required; otherwise the sandbox serves
+/// `wechat`.
+#[derive(clap::Args, Clone)]
+pub struct WechatConfig {
+    /// The merchant number (1-32 digits). Setting it makes `wechat` a real gateway:
+    /// notifications are then taken only at /api/v1/gateways/wechat/notify/v3.
+    #[arg(long, env = "LEDGER_WECHAT_MCHID", value_parser = wechat_mchid)]
+    pub wechat_mchid: Option<String>,
+    /// The app id (appid) orders are placed for.
+    #[arg(long, env = "LEDGER_WECHAT_APPID")]
+    pub wechat_appid: Option<String>,
+    /// The APIv3 key set in the merchant platform: exactly 32 printable ASCII characters. It
+    /// decrypts notifications.
+    #[arg(long, env = "LEDGER_WECHAT_APIV3_KEY", hide_env_values = true)]
+    pub wechat_apiv3_key: Option<String>,
+    /// PEM file of the merchant's API private key (apiclient_key.pem), which signs every request.
+    #[arg(long, env = "LEDGER_WECHAT_PRIVATE_KEY_FILE")]
+    pub wechat_private_key_file: Option<PathBuf>,
+    /// Serial number of the merchant's API certificate (upper-case hex), sent with every
+    /// request so WeChat Pay knows which key signed it.
+    #[arg(long, env = "LEDGER_WECHAT_CERT_SERIAL")]
+    pub wechat_cert_serial: Option<String>,
+    /// WeChat Pay's platform keys: serial:file[,…], each file a PEM public key (the serial is
+    /// its PUB_KEY_ID_…) or a platform certificate. Answers and notifications must be signed
+    /// by one of them; list two while WeChat Pay rotates its key.
+    #[arg(long, env = "LEDGER_WECHAT_PLATFORM_KEYS")]
+    pub wechat_platform_keys: Option<String>,
+    /// WeChat Pay's API base URL (an http(s) URL).
+    #[arg(
+        long,
+        env = "LEDGER_WECHAT_BASE_URL",
+        default_value = "https://api.mch.weixin.qq.com",
+        value_parser = http_url("LEDGER_WECHAT_BASE_URL")
+    )]
+    pub wechat_base_url: String,
+}
+
+impl std::fmt::Debug for WechatConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The APIv3 key is a secret: shown only as set or not.
+        f.debug_struct("WechatConfig")
+            .field("wechat_mchid", &self.wechat_mchid)
+            .field("wechat_appid", &self.wechat_appid)
+            .field(
+                "wechat_apiv3_key",
+                &self.wechat_apiv3_key.as_ref().map(|_| "[set]"),
+            )
+            .field("wechat_private_key_file", &self.wechat_private_key_file)
+            .field("wechat_cert_serial", &self.wechat_cert_serial)
+            .field("wechat_platform_keys", &self.wechat_platform_keys)
+            .field("wechat_base_url", &self.wechat_base_url)
+            .finish()
+    }
+}
+
+/// Alipay as the real gateway of `alipay`, resolved: ids checked, keys parsed. Keys never
+/// show in `Debug` (the key types print only their size).
+#[derive(Debug, Clone)]
+pub struct AlipaySettings {
+    pub app_id: String,
+    pub private_key: ledger_wire::keys::PrivateKey,
+    pub alipay_public_key: ledger_wire::keys::PublicKey,
+    pub gateway_url: String,
+}
+
+/// WeChat Pay as the real gateway of `wechat`, resolved.
+#[derive(Debug, Clone)]
+pub struct WechatSettings {
+    pub mchid: String,
+    pub appid: String,
+    pub apiv3_key: ledger_wire::wechat::ApiV3Key,
+    pub private_key: ledger_wire::keys::PrivateKey,
+    pub cert_serial: String,
+    pub platform_keys: ledger_wire::wechat::PlatformKeys,
+    pub base_url: String,
+}
+
+fn alipay_app_id(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if !text.is_empty() && text.len() <= 32 && text.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "LEDGER_ALIPAY_APP_ID: {text:?} is not an Alipay app id (1-32 digits)"
+        ))
+    }
+}
+
+fn wechat_mchid(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if !text.is_empty() && text.len() <= 32 && text.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "LEDGER_WECHAT_MCHID: {text:?} is not a merchant number (1-32 digits)"
+        ))
+    }
+}
+
+fn http_url(setting: &'static str) -> impl Fn(&str) -> Result<String, String> + Clone {
+    move |text| {
+        let ok = (text.starts_with("http://") || text.starts_with("https://"))
+            && text.len() > "https://".len()
+            && text.bytes().all(|b| b.is_ascii_graphic());
+        if ok {
+            Ok(text.trim_end_matches('/').to_owned())
+        } else {
+            Err(format!("{setting}: {text:?} is not an http(s) URL"))
+        }
+    }
+}
+
+/// Reads a key file named by `setting`; the error names the setting and the file, never the
+/// key.
+fn key_file(setting: &'static str, path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| bad(setting, format!("cannot read {}: {e}", path.display())))
+}
+
+fn private_key(
+    setting: &'static str,
+    path: &Path,
+) -> Result<ledger_wire::keys::PrivateKey, ConfigError> {
+    ledger_wire::keys::PrivateKey::parse(&key_file(setting, path)?).map_err(|e| {
+        bad(
+            setting,
+            format!("{} is not an RSA private key: {e}", path.display()),
+        )
+    })
+}
+
+fn public_key(
+    setting: &'static str,
+    path: &Path,
+) -> Result<ledger_wire::keys::PublicKey, ConfigError> {
+    ledger_wire::keys::PublicKey::parse(&key_file(setting, path)?).map_err(|e| {
+        bad(
+            setting,
+            format!(
+                "{} is not an RSA public key or certificate: {e}",
+                path.display()
+            ),
+        )
+    })
+}
+
+impl AlipayConfig {
+    /// `None` (the sandbox) when no Alipay setting is given; the real gateway when the app id
+    /// and both key files are; otherwise the error names the missing setting.
+    pub fn resolve(&self) -> Result<Option<AlipaySettings>, ConfigError> {
+        let Some(app_id) = &self.alipay_app_id else {
+            if self.alipay_private_key_file.is_some() || self.alipay_public_key_file.is_some() {
+                return Err(bad(
+                    "LEDGER_ALIPAY_APP_ID",
+                    "required when an Alipay key file is set (Alipay is real only with its app id)",
+                ));
+            }
+            return Ok(None);
+        };
+        let required =
+            |setting: &'static str| bad(setting, "required when LEDGER_ALIPAY_APP_ID is set");
+        let private = self
+            .alipay_private_key_file
+            .as_deref()
+            .ok_or_else(|| required("LEDGER_ALIPAY_PRIVATE_KEY_FILE"))?;
+        let public = self
+            .alipay_public_key_file
+            .as_deref()
+            .ok_or_else(|| required("LEDGER_ALIPAY_PUBLIC_KEY_FILE"))?;
+        Ok(Some(AlipaySettings {
+            app_id: app_id.clone(),
+            private_key: private_key("LEDGER_ALIPAY_PRIVATE_KEY_FILE", private)?,
+            alipay_public_key: public_key("LEDGER_ALIPAY_PUBLIC_KEY_FILE", public)?,
+            gateway_url: self.alipay_gateway_url.clone(),
+        }))
+    }
+}
+
+impl WechatConfig {
+    /// `None` (the sandbox) when no WeChat Pay setting is given; the real gateway when the
+    /// merchant number and every other setting are; otherwise the error names the missing one.
+    pub fn resolve(&self) -> Result<Option<WechatSettings>, ConfigError> {
+        let Some(mchid) = &self.wechat_mchid else {
+            let any = self.wechat_appid.is_some()
+                || self.wechat_apiv3_key.is_some()
+                || self.wechat_private_key_file.is_some()
+                || self.wechat_cert_serial.is_some()
+                || self.wechat_platform_keys.is_some();
+            if any {
+                return Err(bad(
+                    "LEDGER_WECHAT_MCHID",
+                    "required when another LEDGER_WECHAT_* setting is set (WeChat Pay is real only with its merchant number)",
+                ));
+            }
+            return Ok(None);
+        };
+        let required =
+            |setting: &'static str| bad(setting, "required when LEDGER_WECHAT_MCHID is set");
+        let appid = self
+            .wechat_appid
+            .as_deref()
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| required("LEDGER_WECHAT_APPID"))?;
+        if appid.len() > 32 || !appid.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(bad(
+                "LEDGER_WECHAT_APPID",
+                "must be 1-32 ASCII letters and digits",
+            ));
+        }
+        let apiv3 = self
+            .wechat_apiv3_key
+            .as_deref()
+            .ok_or_else(|| required("LEDGER_WECHAT_APIV3_KEY"))?;
+        // The error never repeats the key.
+        let apiv3_key = ledger_wire::wechat::ApiV3Key::new(apiv3).map_err(|_| {
+            bad(
+                "LEDGER_WECHAT_APIV3_KEY",
+                "must be exactly 32 printable ASCII characters",
+            )
+        })?;
+        let private = self
+            .wechat_private_key_file
+            .as_deref()
+            .ok_or_else(|| required("LEDGER_WECHAT_PRIVATE_KEY_FILE"))?;
+        let cert_serial = self
+            .wechat_cert_serial
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| required("LEDGER_WECHAT_CERT_SERIAL"))?;
+        if cert_serial.len() > 64 || !cert_serial.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(bad(
+                "LEDGER_WECHAT_CERT_SERIAL",
+                "must be the certificate's serial number in hex (1-64 letters and digits)",
+            ));
+        }
+        let platform = self
+            .wechat_platform_keys
+            .as_deref()
+            .ok_or_else(|| required("LEDGER_WECHAT_PLATFORM_KEYS"))?;
+        Ok(Some(WechatSettings {
+            mchid: mchid.clone(),
+            appid: appid.to_owned(),
+            apiv3_key,
+            private_key: private_key("LEDGER_WECHAT_PRIVATE_KEY_FILE", private)?,
+            cert_serial: cert_serial.to_owned(),
+            platform_keys: parse_platform_keys(platform)?,
+            base_url: self.wechat_base_url.clone(),
+        }))
+    }
+}
+
+/// `serial:file[,…]`: each file a PEM public key, or a certificate (whose own serial must then
+/// be the one given).
+pub fn parse_platform_keys(text: &str) -> Result<ledger_wire::wechat::PlatformKeys, ConfigError> {
+    const SETTING: &str = "LEDGER_WECHAT_PLATFORM_KEYS";
+    let mut keys = ledger_wire::wechat::PlatformKeys::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let Some((serial, file)) = entry.split_once(':') else {
+            return Err(bad(SETTING, "each entry must be serial:file"));
+        };
+        let serial = serial.trim();
+        if serial.is_empty()
+            || serial.len() > 64
+            || !serial
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(bad(
+                SETTING,
+                format!("{serial:?} is not a serial (1-64 of [A-Za-z0-9_])"),
+            ));
+        }
+        let path = Path::new(file.trim());
+        let text = key_file(SETTING, path)?;
+        if text.contains("BEGIN CERTIFICATE") {
+            let cert = ledger_wire::keys::Certificate::parse_pem(&text).map_err(|e| {
+                bad(
+                    SETTING,
+                    format!("{} is not a certificate: {e}", path.display()),
+                )
+            })?;
+            if !cert.serial_hex.eq_ignore_ascii_case(serial) {
+                return Err(bad(
+                    SETTING,
+                    format!(
+                        "{} has serial {}, not {serial}",
+                        path.display(),
+                        cert.serial_hex
+                    ),
+                ));
+            }
+            keys.insert(serial, cert.public_key);
+        } else {
+            keys.insert(serial, public_key(SETTING, path)?);
+        }
+    }
+    if keys.is_empty() {
+        return Err(bad(SETTING, "no platform key given"));
+    }
+    Ok(keys)
 }
 
 impl Default for RawConfig {
@@ -482,7 +822,13 @@ pub struct Settings {
     pub payment_ttl: Option<Duration>,
     /// The sandbox gateway's secret when the sandbox runs.
     pub sandbox_secret: Option<String>,
+    /// The sandbox's shared journal (LEDGER_SANDBOX_JOURNAL), opened.
+    pub sandbox_journal: Option<crate::gateway::journal::Journal>,
     pub trusted_proxies: TrustedProxies,
+    /// Alipay as a real gateway (None: the sandbox serves `alipay`).
+    pub alipay: Option<AlipaySettings>,
+    /// WeChat Pay as a real gateway (None: the sandbox serves `wechat`).
+    pub wechat: Option<WechatSettings>,
 }
 
 /// A start-up error: one line naming the setting.
@@ -571,6 +917,10 @@ impl RawConfig {
             ));
         }
 
+        // Before any development key is generated: a half-configured gateway stops start-up.
+        let alipay = self.alipay.resolve()?;
+        let wechat = self.wechat.resolve()?;
+
         let dev = DevKeys::new(&self.data_dir);
         let required = |setting: &'static str| bad(setting, "required when LEDGER_ENV=production");
         let api_keys = match &self.api_keys {
@@ -626,6 +976,13 @@ impl RawConfig {
                 Some(dev.key("sandbox.secret", "LEDGER_SANDBOX_SECRET", new_nonce)?)
             }
         };
+        let sandbox_journal =
+            match &self.sandbox_journal {
+                Some(path) => Some(crate::gateway::journal::Journal::open(path).map_err(|e| {
+                    bad("LEDGER_SANDBOX_JOURNAL", format!("{}: {e}", path.display()))
+                })?),
+                None => None,
+            };
         let public_url = match &self.public_url {
             Some(u) => u.clone(),
             None if tls.is_some() => format!("https://{}", self.bind),
@@ -649,7 +1006,10 @@ impl RawConfig {
             payment_ttl: (self.payment_ttl_secs > 0)
                 .then(|| Duration::from_secs(self.payment_ttl_secs)),
             sandbox_secret,
+            sandbox_journal,
             trusted_proxies: self.trusted_proxies.clone(),
+            alipay,
+            wechat,
         })
     }
 }

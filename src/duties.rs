@@ -9,7 +9,9 @@
 //! writer, `leases::still_held` in the projector's transaction), and the drivers ask
 //! `Lease::valid` before every call to a gateway.
 
+use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
@@ -73,6 +75,30 @@ impl Lease {
     }
 }
 
+/// The duties this node holds now, with their fencing tokens (what `/readyz` shows).
+#[derive(Debug, Default)]
+pub struct HeldDuties(Mutex<BTreeMap<&'static str, i64>>);
+
+impl HeldDuties {
+    pub fn snapshot(&self) -> BTreeMap<&'static str, i64> {
+        self.0.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    fn set(&self, duty: Duty, token: Option<i64>) {
+        if let Ok(mut m) = self.0.lock() {
+            match token {
+                Some(t) => m.insert(duty.name(), t),
+                None => m.remove(duty.name()),
+            };
+        }
+        metrics::gauge!("ledger_duty_held", "duty" => duty.name()).set(if token.is_some() {
+            1.0
+        } else {
+            0.0
+        });
+    }
+}
+
 /// Elects this node for duties through PostgreSQL leases.
 #[derive(Clone)]
 pub struct Leadership {
@@ -81,6 +107,12 @@ pub struct Leadership {
     pub node: String,
     /// How long a lease lasts unless renewed: the longest a dead leader's duty waits.
     pub ttl: Duration,
+    /// How much longer than a preferred node this node waits before it takes a free duty:
+    /// zero for `all` and `projector` nodes, a fraction of the lease for `api` nodes, which
+    /// stand by and take the duties only when no preferred node does.
+    pub standby_grace: Duration,
+    /// What this node holds, for `/readyz` and the `ledger_duty_held` metric.
+    pub held: Arc<HeldDuties>,
 }
 
 impl Leadership {
@@ -130,7 +162,15 @@ impl Leadership {
             Some(self.start_following(tracker, &cancel, &follow));
         loop {
             let asked = Instant::now();
-            match leases::acquire(&self.pool, duty.name(), &self.node, self.ttl).await {
+            match leases::acquire(
+                &self.pool,
+                duty.name(),
+                &self.node,
+                self.ttl,
+                self.standby_grace,
+            )
+            .await
+            {
                 Ok(Some(held)) => {
                     let sure_until = asked + sure_for;
                     let _ = state_tx.send(Some((held.token, sure_until)));
@@ -169,11 +209,7 @@ impl Leadership {
                     // `Lease::token` already stops answering once `sure_until` passes.
                 }
             }
-            metrics::gauge!("ledger_duty_held", "duty" => duty.name()).set(if running.is_some() {
-                1.0
-            } else {
-                0.0
-            });
+            self.held.set(duty, running.as_ref().map(|(t, _)| *t));
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = tokio::time::sleep(renew_every) => {}
@@ -190,7 +226,7 @@ impl Leadership {
         if let Some(f) = following.take() {
             f.cancel();
         }
-        metrics::gauge!("ledger_duty_held", "duty" => duty.name()).set(0.0);
+        self.held.set(duty, None);
     }
 
     fn start_following<F, FF>(

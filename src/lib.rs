@@ -28,6 +28,7 @@ pub mod reconcile;
 pub mod server;
 pub mod service;
 pub mod signing;
+pub mod simulate;
 pub mod telemetry;
 pub mod tls;
 pub mod watch;

@@ -158,7 +158,9 @@ impl CommandService {
         self.reload(id).await
     }
 
-    async fn reload(&self, id: Uuid) -> Result<Option<Arc<Payment>>, StoreError> {
+    /// The state of a payment read from the log now, never from the cache (which may trail
+    /// what another node appended).
+    pub async fn reload(&self, id: Uuid) -> Result<Option<Arc<Payment>>, StoreError> {
         let events = store::read_stream(&self.pool, id).await?;
         let decoded = decode_all(&events)?;
         Ok(fold(decoded.iter()).map(|p| {

@@ -8,15 +8,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::State;
-use axum::http::header::CONTENT_TYPE;
-use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use hyper::{Method, StatusCode};
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::load::{Conn, Recorder, Signer, Step, Worker};
+use ledger_projections::cache::Cached;
 use ledger_projections::read::PaymentDetail;
 
 /// Reads GET targets drawn at random from a fixed set, expecting 200.
@@ -106,27 +104,16 @@ async fn fetch(conn: &mut Conn, signer: &Signer, target: &str) -> Result<(), Str
     }
 }
 
-#[derive(Serialize)]
-struct Envelope<'a> {
-    code: u32,
-    message: &'static str,
-    data: &'a PaymentDetail,
-}
-
-async fn bare(State(detail): State<Arc<PaymentDetail>>) -> impl IntoResponse {
-    let body = serde_json::to_vec(&Envelope {
-        code: 0,
-        message: "success",
-        data: &detail,
-    })
-    .expect("a detail serializes");
-    (StatusCode::OK, [(CONTENT_TYPE, "application/json")], body)
+/// The answer the real read path gives for a cached detail (`envelope::ok_read_json` around
+/// the cached bytes), without its routing, authentication and middleware.
+async fn bare(State(detail): State<Arc<Cached<PaymentDetail>>>) -> axum::response::Response {
+    ledger::api::envelope::ok_read_json(0, &detail.json)
 }
 
 /// Serves `GET /bare/{anything}` answering `detail` in the envelope, on this runtime, until
 /// `cancel`. Returns its address.
 pub async fn serve_bare(
-    detail: Arc<PaymentDetail>,
+    detail: Arc<Cached<PaymentDetail>>,
     cancel: CancellationToken,
 ) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -13,7 +13,34 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+use bytes::Bytes;
+
 use super::read::{ListChange, ListFilter, ListPage, PaymentDetail};
+
+/// A cached answer: the view, and its JSON as served, serialised once when it is stored so a
+/// cached read costs a lookup and a copy of bytes.
+#[derive(Debug)]
+pub struct Cached<T> {
+    pub value: T,
+    pub json: Bytes,
+}
+
+impl<T: serde::Serialize> Cached<T> {
+    pub fn new(value: T) -> Cached<T> {
+        let json = serde_json::to_vec(&value).expect("views are plain data and serialize");
+        Cached {
+            value,
+            json: Bytes::from(json),
+        }
+    }
+}
+
+impl<T> std::ops::Deref for Cached<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
 
 const SHARDS: usize = 64;
 
@@ -23,10 +50,10 @@ pub struct ReadCache {
 }
 
 struct Inner {
-    details: moka::sync::Cache<Uuid, Arc<PaymentDetail>>,
+    details: moka::sync::Cache<Uuid, Arc<Cached<PaymentDetail>>>,
     /// Each page with the filter it answers, so that a change drops only the lists it can
     /// alter.
-    lists: moka::sync::Cache<String, (Arc<ListFilter>, Arc<ListPage>)>,
+    lists: moka::sync::Cache<String, (Arc<ListFilter>, Arc<Cached<ListPage>>)>,
     /// Invalidation counters: one per shard of payment ids, and one for all lists.
     epochs: [AtomicU64; SHARDS],
     list_epoch: AtomicU64,
@@ -69,7 +96,7 @@ impl ReadCache {
         (id.as_u128() as usize) % SHARDS
     }
 
-    pub fn detail(&self, id: &Uuid) -> Option<Arc<PaymentDetail>> {
+    pub fn detail(&self, id: &Uuid) -> Option<Arc<Cached<PaymentDetail>>> {
         let hit = self.inner.details.get(id);
         count(hit.is_some(), "detail");
         hit
@@ -79,14 +106,14 @@ impl ReadCache {
         Ticket(self.inner.epochs[Self::shard(id)].load(Ordering::Acquire))
     }
 
-    pub fn store_detail(&self, ticket: Ticket, detail: Arc<PaymentDetail>) {
+    pub fn store_detail(&self, ticket: Ticket, detail: Arc<Cached<PaymentDetail>>) {
         let _gate = self.inner.gate.read().unwrap_or_else(|p| p.into_inner());
         if self.inner.epochs[Self::shard(&detail.id)].load(Ordering::Acquire) == ticket.0 {
             self.inner.details.insert(detail.id, detail);
         }
     }
 
-    pub fn list(&self, key: &str) -> Option<Arc<ListPage>> {
+    pub fn list(&self, key: &str) -> Option<Arc<Cached<ListPage>>> {
         let hit = self.inner.lists.get(key).map(|(_, page)| page);
         count(hit.is_some(), "list");
         hit
@@ -96,7 +123,7 @@ impl ReadCache {
         Ticket(self.inner.list_epoch.load(Ordering::Acquire))
     }
 
-    pub fn store_list(&self, ticket: Ticket, filter: ListFilter, page: Arc<ListPage>) {
+    pub fn store_list(&self, ticket: Ticket, filter: ListFilter, page: Arc<Cached<ListPage>>) {
         let _gate = self.inner.gate.read().unwrap_or_else(|p| p.into_inner());
         if self.inner.list_epoch.load(Ordering::Acquire) == ticket.0 {
             self.inner

@@ -14,7 +14,6 @@ use serde_json::json;
 use super::auth::Caller;
 use super::envelope::ok_read;
 use super::error::ApiError;
-use super::openapi::{Envelope, ErrorBody};
 use super::params::Query;
 use super::payments::read_position;
 use super::AppState;
@@ -31,9 +30,11 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/ledger/totals", get(totals))
 }
 
-#[utoipa::path(get, path = "/api/v1/events", tag = "audit",
-    params(("after" = Option<i64>, Query), ("limit" = Option<i64>, Query, description = "default 100, max 1000")),
-    responses((status = 200, description = "data {events, next_after}", body = [crate::store::EventEnvelope]), (status = 400, description = "bad input (40001)", body = ErrorBody), (status = 401, description = "bad credentials (40101) or stale timestamp / replayed nonce (40102)", body = ErrorBody), (status = 403, description = "role may not do this (40301)", body = ErrorBody)), security(("key_id" = [], "timestamp" = [], "nonce" = [], "signature" = [])))]
+#[utoipa::path(get, path = "/api/v1/events", tag = "audit", operation_id = "event_feed",
+    summary = "The global event feed",
+    description = "Role: auditor (admin). Events in position order after `after`; follow `next_after`.",
+    params(("after" = Option<i64>, Query), ("limit" = Option<i64>, Query), ("min_position" = Option<i64>, Query)),
+    responses((status = 200, description = "data {events, next_after}")))]
 async fn feed(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -53,8 +54,11 @@ async fn feed(
     ))
 }
 
-#[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit",
-    responses((status = 200, description = "chain check from genesis", body = crate::store::verify::VerifyReport), (status = 400, description = "bad input (40001)", body = ErrorBody), (status = 401, description = "bad credentials (40101) or stale timestamp / replayed nonce (40102)", body = ErrorBody), (status = 403, description = "role may not do this (40301)", body = ErrorBody)), security(("key_id" = [], "timestamp" = [], "nonce" = [], "signature" = [])))]
+#[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit", operation_id = "verify_log",
+    summary = "Verify the hash chain",
+    description = "Role: auditor (admin). Checks the whole log from genesis; one verification runs at a time (429 with Retry-After otherwise).",
+    params(("min_position" = Option<i64>, Query)),
+    responses((status = 200, description = "data {ok, events_checked, head_position, head_hash, root_hash, first_broken_position, problem}", body = crate::store::verify::VerifyReport)))]
 async fn verify_chain(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -71,8 +75,11 @@ async fn verify_chain(
     Ok(ok_read(position, &report))
 }
 
-#[utoipa::path(get, path = "/api/v1/audit/digest", tag = "audit",
-    responses((status = 200, description = "data {position, root_hash, signed_at, public_key, signature}", body = Envelope), (status = 400, description = "bad input (40001)", body = ErrorBody), (status = 401, description = "bad credentials (40101) or stale timestamp / replayed nonce (40102)", body = ErrorBody), (status = 403, description = "role may not do this (40301)", body = ErrorBody)), security(("key_id" = [], "timestamp" = [], "nonce" = [], "signature" = [])))]
+#[utoipa::path(get, path = "/api/v1/audit/digest", tag = "audit", operation_id = "signed_digest",
+    summary = "A signed digest of the log",
+    description = "Role: auditor (admin). Verifies the whole log, then signs its head with LEDGER_SIGNING_KEY (Ed25519); keep it outside the system and check later with `ledger verify --digest FILE`. A log that fails verification is 409/40901.",
+    params(("min_position" = Option<i64>, Query)),
+    responses((status = 200, description = "data {position, root_hash, signed_at, public_key, signature}")))]
 async fn digest(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -128,9 +135,12 @@ struct CurrencyTotals {
     read_model: serde_json::Value,
 }
 
-#[utoipa::path(get, path = "/api/v1/ledger/totals", tag = "finance",
-    params(("currency" = Option<String>, Query), ("start_time" = Option<String>, Query), ("end_time" = Option<String>, Query)),
-    responses((status = 200, description = "data {matches, currencies: [{currency, paid_count, paid_amount, refunded_amount, net_amount, matches}]}", body = Envelope), (status = 400, description = "bad input (40001)", body = ErrorBody), (status = 401, description = "bad credentials (40101) or stale timestamp / replayed nonce (40102)", body = ErrorBody), (status = 403, description = "role may not do this (40301)", body = ErrorBody)), security(("key_id" = [], "timestamp" = [], "nonce" = [], "signature" = [])))]
+#[utoipa::path(get, path = "/api/v1/ledger/totals", tag = "finance", operation_id = "ledger_totals",
+    summary = "Ledger totals per currency",
+    description = "Role: finance (admin). Paid count and amounts per currency, from the event log and from the read tables, with `matches`. A payment counts in the window when its `paid` event does, a refund when its `refunded` event does.",
+    params(("currency" = Option<String>, Query), ("start_time" = Option<String>, Query, description = "inclusive"),
+        ("end_time" = Option<String>, Query, description = "exclusive"), ("min_position" = Option<i64>, Query)),
+    responses((status = 200, description = "data {matches, position, currencies}")))]
 async fn totals(
     State(state): State<Arc<AppState>>,
     caller: Caller,

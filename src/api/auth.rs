@@ -108,12 +108,14 @@ impl Caller {
 pub struct BodyHash(pub String);
 
 /// Paths reachable without a signature (scrapers and browsers; the member checkout; the
-/// console's sign-in, whose body carries the credential).
+/// console's sign-in, whose body carries the credential; the real gateways' notifications,
+/// which their RSA signatures authenticate).
 pub fn is_unsigned(path: &str) -> bool {
     !path.starts_with("/api/")
         || path == "/api/v1/openapi.json"
         || path.starts_with(super::checkout::PATH_PREFIX)
         || path == console::SIGN_IN_PATH
+        || super::real_gateways::is_notify_path(path)
 }
 
 /// The largest body a route accepts: settlement uploads get `upload_bytes_max`, every other

@@ -15,6 +15,8 @@ use super::error::ApiError;
 use super::params::{self, Query};
 use super::payments::{load_detail, payment_id_of_no, read_position};
 use super::AppState;
+use crate::domain::{Currency, Money, PaymentMethod};
+use crate::gateway::CheckoutOrder;
 use crate::store::event::format_time;
 
 /// Unsigned paths start with this (see `auth::is_unsigned`).
@@ -24,7 +26,7 @@ pub fn routes() -> Router<Arc<AppState>> {
     Router::new().route("/api/v1/checkout/{payment_no}", get(checkout))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct CheckoutView<'a> {
     payment_no: &'a str,
     order_id: &'a str,
@@ -42,6 +44,11 @@ struct CheckoutView<'a> {
     expires_at: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/v1/checkout/{payment_no}", tag = "pages", operation_id = "checkout",
+    summary = "What the member checkout shows",
+    description = "Unsigned: the payment number is the capability. No payer data, user id or payment id.",
+    params(("payment_no" = String, Path), ("min_position" = Option<i64>, Query)),
+    responses((status = 200, description = "data {payment_no, order_id, amount, currency, payment_method, status, failure_reason, return_url, pay_url, created_at, paid_at, expires_at}", body = CheckoutView)))]
 async fn checkout(
     State(state): State<Arc<AppState>>,
     Path(payment_no): Path<String>,
@@ -57,21 +64,40 @@ async fn checkout(
     if d.payment_no != payment_no {
         return Err(ApiError::not_found());
     }
-    // The sandbox is the only gateway with a page of its own here; real gateways' pages come
-    // from their order answers.
-    let pay_url = state
-        .settings
-        .sandbox_secret
-        .is_some()
-        .then(|| state.gateways.sandbox.pay_url(&d.payment_no));
-    let expires_at = match (
+    let expires = match (
         state.settings.payment_ttl,
         params::parse_time(&d.created_at),
     ) {
         (Some(ttl), Some(created)) => chrono::Duration::from_std(ttl)
             .ok()
-            .map(|ttl| format_time(created + ttl)),
+            .map(|ttl| created + ttl),
         _ => None,
+    };
+    let expires_at = expires.map(format_time);
+    let method = PaymentMethod::parse(&d.payment_method);
+    let pay_url = match method {
+        // A real gateway's page (Alipay's signed page-pay URL, WeChat Pay's code_url), only
+        // while the payment can still be paid.
+        Some(method) if state.gateways.is_real(method) => {
+            let amount =
+                Currency::from_code(&d.currency).and_then(|c| Money::parse(&d.amount, c).ok());
+            match amount {
+                Some(amount) if d.status == "pending" => {
+                    let order = CheckoutOrder {
+                        payment_no: d.payment_no.clone(),
+                        amount,
+                        expires_at: expires,
+                    };
+                    state.gateways.get(method).checkout_url(&order).await
+                }
+                _ => None,
+            }
+        }
+        _ => state
+            .settings
+            .sandbox_secret
+            .is_some()
+            .then(|| state.gateways.sandbox.pay_url(&d.payment_no)),
     };
     Ok(super::envelope::ok_read(
         position,

@@ -62,14 +62,16 @@ pub struct ConsoleSession {
     pub session: Session,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ConsoleSignIn)]
 struct SignIn {
     key_id: String,
     secret: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ConsoleSession)]
 struct Created<'a> {
     key_id: &'a str,
     role: &'a str,
@@ -78,7 +80,8 @@ struct Created<'a> {
     idle_timeout_secs: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ConsoleCurrent)]
 struct Current<'a> {
     key_id: &'a str,
     role: &'a str,
@@ -186,6 +189,12 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
 }
 
+#[utoipa::path(post, path = "/api/v1/console/sessions", tag = "pages", operation_id = "console_sign_in",
+    summary = "Sign in to the staff console",
+    description = "Unsigned: the secret in the body is the credential (Content-Type application/json, same origin). Answers the session's CSRF token and sets the `ledger_console` cookie (HttpOnly, SameSite=Strict). Client and gateway keys may not sign in (403); failed sign-ins are throttled per key id and address (429).",
+    request_body = SignIn,
+    responses((status = 201, description = "signed in: data {key_id, role, csrf_token, expires_at, idle_timeout_secs}", body = Created,
+        headers(("Set-Cookie" = String, description = "ledger_console=<token>; HttpOnly; SameSite=Strict; Path=/")))))]
 /// `POST /api/v1/console/sessions {key_id, secret}`.
 async fn sign_in(
     State(state): State<Arc<AppState>>,
@@ -310,6 +319,10 @@ fn session_of(
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/console/sessions/current", tag = "pages", operation_id = "console_session",
+    summary = "The console session",
+    description = "With the session's cookie: who is signed in, its CSRF token and when it ends (401 when there is no live session).",
+    responses((status = 200, description = "data {key_id, role, csrf_token, expires_at}", body = Current)))]
 /// `GET /api/v1/console/sessions/current`.
 async fn current(
     State(state): State<Arc<AppState>>,
@@ -332,6 +345,10 @@ async fn current(
     Ok(response)
 }
 
+#[utoipa::path(delete, path = "/api/v1/console/sessions/current", tag = "pages", operation_id = "console_sign_out",
+    summary = "Sign out of the console",
+    description = "With the session's cookie and its X-CSRF-Token: ends the session everywhere and clears the cookie.",
+    responses((status = 200, description = "signed out: data null")))]
 /// `DELETE /api/v1/console/sessions/current` (with the CSRF header, checked by `auth`).
 async fn sign_out(
     State(state): State<Arc<AppState>>,

@@ -98,6 +98,31 @@ pub fn ok_read<T: Serialize>(position: i64, data: &T) -> Response {
     response
 }
 
+/// A successful read whose `data` is already serialised JSON (a cached answer): the envelope
+/// is written around the bytes, nothing is serialised again.
+pub fn ok_read_json(position: i64, data: &[u8]) -> Response {
+    let message = success_message(lang());
+    let mut body = Vec::with_capacity(data.len() + 48);
+    body.extend_from_slice(br#"{"code":0,"message":""#);
+    body.extend_from_slice(message.as_bytes());
+    body.extend_from_slice(br#"","data":"#);
+    body.extend_from_slice(data);
+    body.push(b'}');
+    let mut response = (
+        StatusCode::OK,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(POSITION_HEADER, HeaderValue::from(position));
+    response
+}
+
 #[derive(Serialize)]
 struct Envelope<'a, T> {
     code: u32,

@@ -79,7 +79,7 @@ fn amount(d: Decimal, currency: &str) -> String {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Day {
     day: String,
     currency: String,
@@ -87,11 +87,17 @@ struct Day {
     refunded_amount: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Daily {
     days: Vec<Day>,
 }
 
+#[utoipa::path(get, path = "/api/v1/ledger/daily", tag = "finance", operation_id = "ledger_daily",
+    summary = "Paid and refunded amounts per UTC day",
+    description = "Role: finance (admin). One row per day and currency, oldest first.",
+    params(("currency" = Option<String>, Query), ("start_time" = Option<String>, Query, description = "inclusive"),
+        ("end_time" = Option<String>, Query, description = "exclusive"), ("min_position" = Option<i64>, Query)),
+    responses((status = 200, description = "data {days}", body = Daily)))]
 /// `GET /api/v1/ledger/daily?currency=&start_time=&end_time=` (finance).
 async fn daily(
     State(state): State<Arc<AppState>>,
@@ -119,7 +125,8 @@ async fn daily(
     Ok(ok_read(position, &Daily { days }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ReconcileItem)]
 struct ReportItem {
     category: &'static str,
     line: Option<usize>,
@@ -135,7 +142,8 @@ struct ReportItem {
     detail: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ReconcileReport)]
 struct ReportView {
     all_match: bool,
     lines: usize,
@@ -189,6 +197,12 @@ fn is_csv(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("text/csv"))
 }
 
+#[utoipa::path(post, path = "/api/v1/reconcile", tag = "finance", operation_id = "reconcile_settlement",
+    summary = "Reconcile a settlement file",
+    description = "Role: finance (admin). Matches a gateway's settlement file (CSV with the header `payment_no,gateway_trade_no,type,amount,fee,settled_at`; at most 8 MiB) against the ledger, as `ledger reconcile` does; appends nothing. A malformed line is 400/40001 naming the line.",
+    params(("start_time" = Option<String>, Query, description = "inclusive"), ("end_time" = Option<String>, Query, description = "exclusive")),
+    request_body(content = String, content_type = "text/csv", description = "The settlement file"),
+    responses((status = 200, description = "data {all_match, lines, counts, items}", body = ReportView)))]
 /// `POST /api/v1/reconcile?start_time=&end_time=` with the settlement CSV as the body
 /// (finance).
 async fn reconcile_upload(

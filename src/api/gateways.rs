@@ -14,7 +14,6 @@ use serde_json::json;
 
 use super::auth::{BodyHash, Caller, PendingNonce};
 use super::error::ApiError;
-use super::openapi::{Envelope, ErrorBody};
 use super::payments::{meta, notification, payment_id_of_no, NotifyBody};
 use super::{envelope, params, pipeline, AppState, RequestContext};
 use crate::domain::payment::Notification;
@@ -46,12 +45,12 @@ fn answer(
     })
 }
 
-#[utoipa::path(post, path = "/api/v1/gateways/{method}/notify", tag = "gateways",
-    params(("method" = String, Path, description = "alipay, wechat, bank, credit_card; X-Key-Id is the method, signed with the gateway secret")),
+#[utoipa::path(post, path = "/api/v1/gateways/{method}/notify", tag = "gateways", operation_id = "gateway_notify",
+    summary = "A gateway's notification",
+    description = "Signed with the gateway's secret, `X-Key-Id` = the method. Records the callback and says what it did (`status`); a repeated `callback_no` changes nothing and answers `duplicate: true`. A notification carrying `refund_no` confirms or fails that refund.",
+    params(("method" = String, Path, description = "alipay, wechat, bank or credit_card")),
     request_body = super::payments::NotifyBody,
-    responses((status = 200, description = "data {payment_id, callback_no, status, duplicate, position}", body = Envelope),
-        (status = 404, description = "unknown payment_no (40401)", body = ErrorBody), (status = 409, description = "another gateway's payment (40901)", body = ErrorBody), (status = 400, description = "bad input (40001)", body = ErrorBody), (status = 401, description = "bad credentials (40101) or stale timestamp / replayed nonce (40102)", body = ErrorBody), (status = 403, description = "role may not do this (40301)", body = ErrorBody)),
-    security(("key_id" = [], "timestamp" = [], "nonce" = [], "signature" = [])))]
+    responses((status = 200, description = "data {payment_id, callback_no, status, duplicate, position}")))]
 #[allow(clippy::too_many_arguments)]
 async fn notify(
     State(state): State<Arc<AppState>>,
@@ -79,6 +78,20 @@ async fn notify(
             )
             .into_response();
         }
+    }
+    // A method a real gateway serves is paid only by that gateway's own signed notices
+    // (`real_gateways`): a signed-JSON notice, whoever holds its secret, is refused.
+    if state.gateways.is_real(method) {
+        tracing::warn!(
+            gateway = method.name(),
+            "signed-JSON notification for a method served by its real gateway"
+        );
+        return ApiError::Forbidden(format!(
+            "{m} is served by the real gateway: its notifications arrive at /api/v1/gateways/{m}/notify/{v}",
+            m = method.name(),
+            v = if method == PaymentMethod::Alipay { "rsa2" } else { "v3" },
+        ))
+        .into_response();
     }
     let meta = meta(&caller, &ctx, &headers);
     let route = format!("POST /api/v1/gateways/{}/notify", method.name());

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod auth;
 pub mod checkout;
 pub mod console;
+pub mod docs;
 pub mod envelope;
 pub mod error;
 pub mod finance;
@@ -16,6 +17,7 @@ pub mod params;
 pub mod payments;
 pub mod pipeline;
 pub mod portal;
+pub mod real_gateways;
 pub mod sandbox;
 
 use std::sync::Arc;
@@ -58,6 +60,11 @@ pub struct AppState {
     /// Turns for whole-log verifications (`/audit/verify`, `/audit/digest`): bounded, so
     /// callers cannot make the service scan the log many times at once.
     pub verify_turns: tokio::sync::Semaphore,
+    /// This process's name in the duty leases, and the duties it holds now.
+    pub node: String,
+    /// `all`, `api` or `projector` (`ledger serve --role`).
+    pub role: &'static str,
+    pub duties: Arc<crate::duties::HeldDuties>,
 }
 
 /// Who sent a request and under which id, validated once by `observe` (SPEC §12): the
@@ -144,6 +151,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(sandbox)
         .merge(payments::routes())
         .merge(gateways::routes())
+        .merge(real_gateways::routes())
         .merge(audit::routes())
         .merge(ops::routes())
         .merge(pages::routes())
@@ -223,7 +231,19 @@ async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Nex
         .filter(|v| v.len() <= 64)
         .map(str::to_owned);
     let started = Instant::now();
+    let read = matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
     let mut response = envelope::with_lang(lang, next.run(req)).await;
+    // Every GET answer says the position the read models include (SPEC §5, §12), errors and
+    // answers of routes that do not read the models too: a handler's own value stands.
+    if read && !response.headers().contains_key(envelope::POSITION_HEADER) {
+        response.headers_mut().insert(
+            envelope::POSITION_HEADER,
+            axum::http::HeaderValue::from(state.position()),
+        );
+    }
     if let Ok(v) = axum::http::HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", v);
     }

@@ -21,13 +21,12 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .merge(
-            utoipa_swagger_ui::SwaggerUi::new("/docs")
-                .url("/api/v1/openapi.json", super::openapi::document()),
-        )
+        .merge(super::docs::routes())
 }
 
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "alive")))]
+#[utoipa::path(get, path = "/healthz", tag = "operations", operation_id = "healthz",
+    summary = "Liveness", description = "Answers while the process serves requests; touches nothing else.",
+    responses((status = 200, description = "alive")))]
 async fn healthz() -> Response {
     json_response(
         StatusCode::OK,
@@ -35,7 +34,10 @@ async fn healthz() -> Response {
     )
 }
 
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "database and bus reachable, projections caught up"), (status = 503, description = "not ready")))]
+#[utoipa::path(get, path = "/readyz", tag = "operations", operation_id = "readyz",
+    summary = "Readiness",
+    description = "Ready when the database and the bus are reachable and the projections lag at most 10,000 events.",
+    responses((status = 200, description = "ready: database and bus reachable, projections caught up")))]
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let db = crate::store::head_position(&state.pool).await;
     let bus_ok = state.bus.as_ref().map(|b| b.is_connected());
@@ -66,6 +68,9 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         "projected_position": applied,
         "projection_lag": lag,
         "relay_backlog": relay_backlog,
+        "node": state.node,
+        "role": state.role,
+        "duties": state.duties.snapshot(),
     });
     if ready {
         json_response(StatusCode::OK, &envelope::ok_body(&data))
@@ -77,7 +82,9 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", tag = "operations", operation_id = "metrics",
+    summary = "Prometheus metrics",
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4", content_type = "text/plain", body = String)))]
 async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
     crate::telemetry::sample_pool(&state.pool);
     (

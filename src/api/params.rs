@@ -54,9 +54,15 @@ impl<'de> Deserialize<'de> for AmountText {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw: Box<serde_json::value::RawValue> = Deserialize::deserialize(d)?;
         let text = raw.get();
-        if let Some(stripped) = text.strip_prefix('"') {
+        if text.starts_with('"') {
             let s: String = serde_json::from_str(text).map_err(serde::de::Error::custom)?;
-            let _ = stripped;
+            // An exact decimal string (SPEC §5), as the OpenAPI document states it: digits
+            // and an optional fraction, no sign, exponent, spaces or leading zeros.
+            if !plain_decimal(&s) {
+                return Err(serde::de::Error::custom(
+                    "amount must be a decimal string such as \"100.00\"",
+                ));
+            }
             Ok(AmountText(s))
         } else if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
             Ok(AmountText(text.to_owned()))
@@ -66,6 +72,16 @@ impl<'de> Deserialize<'de> for AmountText {
             ))
         }
     }
+}
+
+/// `^(0|[1-9][0-9]*)(\.[0-9]+)?$`: how an amount is written as a string.
+fn plain_decimal(s: &str) -> bool {
+    let (int, fraction) = match s.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (s, None),
+    };
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    digits(int) && (int == "0" || !int.starts_with('0')) && fraction.is_none_or(digits)
 }
 
 /// A query string as name → value; a repeated name is refused.
@@ -169,6 +185,19 @@ mod tests {
         assert_eq!(a.amount.0, "0.30");
         let a: A = serde_json::from_str(r#"{"amount": 1e2}"#).unwrap();
         assert_eq!(a.amount.0, "1e2");
+        for spelled in [
+            r#""1e2""#,
+            r#"" 1.00""#,
+            r#""+1""#,
+            r#""01.00""#,
+            r#""1.""#,
+            r#"".5""#,
+        ] {
+            assert!(
+                serde_json::from_str::<A>(&format!(r#"{{"amount": {spelled}}}"#)).is_err(),
+                "{spelled}"
+            );
+        }
         assert!(serde_json::from_str::<A>(r#"{"amount": true}"#).is_err());
         assert!(serde_json::from_str::<A>(r#"{"amount": null}"#).is_err());
     }

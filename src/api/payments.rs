@@ -16,7 +16,6 @@ use uuid::Uuid;
 use super::auth::{BodyHash, Caller, PendingNonce};
 use super::envelope::{self, ok_read};
 use super::error::ApiError;
-use super::openapi::{Envelope, ErrorBody};
 use super::params::{self, AmountText, Query};
 use super::pipeline;
 use super::RequestContext;
@@ -26,6 +25,7 @@ use crate::domain::money::parse_decimal;
 use crate::domain::payment::Notification;
 use crate::domain::payment::{check_return_url, check_text, ID_TEXT_CHARS_MAX};
 use crate::domain::{Command, Currency, Money, PaymentMethod, PaymentStatus};
+use crate::projections::cache::Cached;
 use crate::projections::read::{self, Cursor, ListFilter, ListPage, PaymentDetail};
 use crate::service::Meta;
 use crate::store::sealing::{self as payer, Payer};
@@ -136,12 +136,11 @@ fn validate_payer(p: PayerInput) -> Result<Payer, ApiError> {
     })
 }
 
-#[utoipa::path(post, path = "/api/v1/payments/create", tag = "payments",
-    params(("Idempotency-Key" = Option<String>, Header, description = "retry-safe key")),
+#[utoipa::path(post, path = "/api/v1/payments/create", tag = "payments", operation_id = "create_payment",
+    summary = "Create a payment",
+    description = "Roles: client, operator (admin). Opens the gateway's order and answers once the read models include the payment (`data.position`). `status` is `failed` (with `failure_reason`) when the gateway refused the order. A second live payment for the same `order_id` is 409/40901 with `data.payment_id` naming the existing one. The amount may have no more decimals than the currency's minor unit.",
     request_body = CreateRequest,
-    responses((status = 201, description = "created: data {payment_id, payment_no, payment_url, status, position}", body = Envelope),
-        (status = 409, description = "second live payment for the order (40901, data.payment_id) or idempotency key reused (40903)", body = ErrorBody), (status = 400, description = "bad input (40001)", body = ErrorBody), (status = 401, description = "bad credentials (40101) or stale timestamp / replayed nonce (40102)", body = ErrorBody), (status = 403, description = "role may not do this (40301)", body = ErrorBody)),
-    security(("key_id" = [], "timestamp" = [], "nonce" = [], "signature" = [])))]
+    responses((status = 201, description = "created: data {payment_id, payment_no, payment_url, status, failure_reason, amount, currency, return_url, position}")))]
 async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -294,13 +293,12 @@ fn created_answer(events: &[StoredEvent]) -> Value {
     })
 }
 
-#[utoipa::path(post, path = "/api/v1/payments/{payment_id}/refund", tag = "payments",
-    params(("payment_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
+#[utoipa::path(post, path = "/api/v1/payments/{payment_id}/refund", tag = "payments", operation_id = "refund_payment",
+    summary = "Refund a payment",
+    description = "Role: operator (admin). Refunds a successful payment (or flagged money) up to its refundable amount; answers the refund `processing` (or `success` if the gateway already confirmed it). The amount may have no more decimals than the payment's currency allows.",
+    params(("payment_id" = Uuid, Path, description = "The payment's id")),
     request_body = RefundRequest,
-    responses((status = 201, description = "refund requested: data {id, payment_id, refund_no, amount, reason, status, created_at, position}", body = Envelope),
-        (status = 404, description = "no such payment (40401)", body = ErrorBody),
-        (status = 409, description = "not refundable (40901) or exceeds refundable (40902)", body = ErrorBody), (status = 400, description = "bad input (40001)", body = ErrorBody), (status = 401, description = "bad credentials (40101) or stale timestamp / replayed nonce (40102)", body = ErrorBody), (status = 403, description = "role may not do this (40301)", body = ErrorBody)),
-    security(("key_id" = [], "timestamp" = [], "nonce" = [], "signature" = [])))]
+    responses((status = 201, description = "refund requested: data {id, payment_id, refund_no, amount, reason, status, created_at, position}")))]
 #[allow(clippy::too_many_arguments)]
 async fn refund(
     State(state): State<Arc<AppState>>,
@@ -378,7 +376,7 @@ pub(crate) async fn read_position(state: &AppState, q: &Query) -> Result<i64, Ap
 pub async fn load_detail(
     state: &AppState,
     id: Uuid,
-) -> Result<Option<Arc<PaymentDetail>>, ApiError> {
+) -> Result<Option<Arc<Cached<PaymentDetail>>>, ApiError> {
     if let Some(d) = state.cache.detail(&id) {
         return Ok(Some(d));
     }
@@ -386,15 +384,18 @@ pub async fn load_detail(
     let Some(d) = read::detail(&state.pool, id).await? else {
         return Ok(None);
     };
-    let d = Arc::new(d);
+    let d = Arc::new(Cached::new(d));
     state.cache.store_detail(ticket, d.clone());
     Ok(Some(d))
 }
 
-#[utoipa::path(get, path = "/api/v1/payments/{payment_id}", tag = "payments",
-    params(("payment_id" = Uuid, Path), ("as_of" = Option<String>, Query, description = "RFC 3339: state rebuilt from events up to then"), ("min_position" = Option<i64>, Query)),
-    responses((status = 200, description = "detail with callbacks and refunds", body = PaymentDetail), (status = 404, description = "no such payment", body = ErrorBody), (status = 400, description = "bad input (40001)", body = ErrorBody), (status = 401, description = "bad credentials (40101) or stale timestamp / replayed nonce (40102)", body = ErrorBody), (status = 403, description = "role may not do this (40301)", body = ErrorBody)),
-    security(("key_id" = [], "timestamp" = [], "nonce" = [], "signature" = [])))]
+#[utoipa::path(get, path = "/api/v1/payments/{payment_id}", tag = "payments", operation_id = "payment_detail",
+    summary = "A payment's detail",
+    description = "Roles: operator, auditor, finance (admin); a member portal link for its own payments (without callbacks). `as_of` answers the state rebuilt from the events recorded up to that time (404 before the payment existed).",
+    params(("payment_id" = Uuid, Path, description = "The payment's id"),
+        ("as_of" = Option<String>, Query, description = "RFC 3339 time"),
+        ("min_position" = Option<i64>, Query)),
+    responses((status = 200, description = "the payment with its callbacks and refunds", body = PaymentDetail)))]
 async fn detail(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -426,11 +427,11 @@ async fn detail(
             return Err(ApiError::not_found());
         }
         // The member sees their payment and its refunds, not the gateways' callbacks.
-        let mut view = (*d).clone();
+        let mut view = d.value.clone();
         view.callbacks.clear();
         return Ok(ok_read(position, &view));
     }
-    Ok(ok_read(position, &*d))
+    Ok(envelope::ok_read_json(position, &d.json))
 }
 
 async fn detail_as_of(
@@ -460,7 +461,8 @@ async fn detail_as_of(
     Ok(ok_read(position, &view))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = PaymentStatusView)]
 struct StatusView<'a> {
     payment_id: Uuid,
     status: &'a str,
@@ -470,10 +472,11 @@ struct StatusView<'a> {
     refunded_amount: &'a str,
 }
 
-#[utoipa::path(get, path = "/api/v1/payments/{payment_id}/status", tag = "payments",
-    params(("payment_id" = Uuid, Path), ("min_position" = Option<i64>, Query)),
-    responses((status = 200, description = "data {payment_id, status, paid_at, amount}", body = Envelope), (status = 404, description = "no such payment", body = ErrorBody), (status = 400, description = "bad input (40001)", body = ErrorBody), (status = 401, description = "bad credentials (40101) or stale timestamp / replayed nonce (40102)", body = ErrorBody), (status = 403, description = "role may not do this (40301)", body = ErrorBody)),
-    security(("key_id" = [], "timestamp" = [], "nonce" = [], "signature" = [])))]
+#[utoipa::path(get, path = "/api/v1/payments/{payment_id}/status", tag = "payments", operation_id = "payment_status",
+    summary = "A payment's status",
+    description = "Roles: client, operator, auditor, finance (admin); a member portal link for its own payments.",
+    params(("payment_id" = Uuid, Path, description = "The payment's id"), ("min_position" = Option<i64>, Query)),
+    responses((status = 200, description = "data {payment_id, status, paid_at, amount, currency, refunded_amount}", body = StatusView)))]
 async fn status(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -577,22 +580,30 @@ fn list_filter(q: &Query, limits: &crate::config::Limits) -> Result<ListFilter, 
     })
 }
 
-async fn load_list(state: &AppState, filter: &ListFilter) -> Result<Arc<ListPage>, ApiError> {
+async fn load_list(
+    state: &AppState,
+    filter: &ListFilter,
+) -> Result<Arc<Cached<ListPage>>, ApiError> {
     let key = filter.cache_key();
     if let Some(page) = state.cache.list(&key) {
         return Ok(page);
     }
     let ticket = state.cache.list_ticket();
-    let page = Arc::new(read::list(&state.pool, filter).await?);
+    let page = Arc::new(Cached::new(read::list(&state.pool, filter).await?));
     state.cache.store_list(ticket, filter.clone(), page.clone());
     Ok(page)
 }
 
-#[utoipa::path(get, path = "/api/v1/payments", tag = "payments",
-    params(("page" = Option<u32>, Query), ("size" = Option<u32>, Query, description = "1..100, default 10"), ("order_no" = Option<String>, Query), ("payment_no" = Option<String>, Query),
-        ("status" = Option<String>, Query, description = "name or number"), ("start_time" = Option<String>, Query, description = "inclusive"), ("end_time" = Option<String>, Query, description = "exclusive"), ("min_position" = Option<i64>, Query)),
-    responses((status = 200, description = "newest first", body = ListPage), (status = 400, description = "bad input (40001)", body = ErrorBody), (status = 401, description = "bad credentials (40101) or stale timestamp / replayed nonce (40102)", body = ErrorBody), (status = 403, description = "role may not do this (40301)", body = ErrorBody)),
-    security(("key_id" = [], "timestamp" = [], "nonce" = [], "signature" = [])))]
+#[utoipa::path(get, path = "/api/v1/payments", tag = "payments", operation_id = "list_payments",
+    summary = "List payments",
+    description = "Roles: operator, auditor, finance (admin). Newest first. Page with `page` (and `size`), or past `(page - 1) * size` of LEDGER_PAGE_OFFSET_MAX rows with `after` = the previous page's `next_after`.",
+    params(("page" = Option<u32>, Query), ("size" = Option<u32>, Query), ("after" = Option<String>, Query),
+        ("order_no" = Option<String>, Query), ("payment_no" = Option<String>, Query),
+        ("status" = Option<String>, Query), ("flagged" = Option<String>, Query),
+        ("start_time" = Option<String>, Query, description = "created at or after (inclusive)"),
+        ("end_time" = Option<String>, Query, description = "created before (exclusive)"),
+        ("min_position" = Option<i64>, Query)),
+    responses((status = 200, description = "data {total, page, size, list, next_after}", body = ListPage)))]
 async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -617,10 +628,10 @@ async fn list(
     let filter = list_filter(&q, &state.settings.limits)?;
     let position = read_position(&state, &q).await?;
     let page = load_list(&state, &filter).await?;
-    Ok(ok_read(position, &*page))
+    Ok(envelope::ok_read_json(position, &page.json))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct HistoryItem<'a> {
     payment_id: Uuid,
     amount: &'a str,
@@ -632,7 +643,7 @@ struct HistoryItem<'a> {
     created_at: &'a str,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct HistoryView<'a> {
     total: i64,
     page: u32,
@@ -641,10 +652,12 @@ struct HistoryView<'a> {
     next_after: Option<&'a str>,
 }
 
-#[utoipa::path(get, path = "/api/v1/payments/history", tag = "payments",
-    params(("user_id" = String, Query), ("page" = Option<u32>, Query), ("size" = Option<u32>, Query), ("min_position" = Option<i64>, Query)),
-    responses((status = 200, description = "data {total, page, size, payments: [{payment_id, amount, status, created_at}]}", body = Envelope), (status = 400, description = "bad input (40001)", body = ErrorBody), (status = 401, description = "bad credentials (40101) or stale timestamp / replayed nonce (40102)", body = ErrorBody), (status = 403, description = "role may not do this (40301)", body = ErrorBody)),
-    security(("key_id" = [], "timestamp" = [], "nonce" = [], "signature" = [])))]
+#[utoipa::path(get, path = "/api/v1/payments/history", tag = "payments", operation_id = "payment_history",
+    summary = "A member's payments",
+    description = "Roles: client, operator, auditor, finance (admin); a member portal link for its own member. Newest first.",
+    params(("user_id" = String, Query), ("page" = Option<u32>, Query), ("size" = Option<u32>, Query),
+        ("after" = Option<String>, Query), ("min_position" = Option<i64>, Query)),
+    responses((status = 200, description = "data {total, page, size, payments, next_after}", body = HistoryView)))]
 async fn history(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -700,10 +713,11 @@ async fn history(
     Ok(ok_read(position, &view))
 }
 
-#[utoipa::path(get, path = "/api/v1/payments/{payment_id}/events", tag = "audit",
-    params(("payment_id" = Uuid, Path)),
-    responses((status = 200, description = "data {payment_id, events}", body = [crate::store::EventEnvelope]), (status = 404, description = "no such payment", body = ErrorBody), (status = 400, description = "bad input (40001)", body = ErrorBody), (status = 401, description = "bad credentials (40101) or stale timestamp / replayed nonce (40102)", body = ErrorBody), (status = 403, description = "role may not do this (40301)", body = ErrorBody)),
-    security(("key_id" = [], "timestamp" = [], "nonce" = [], "signature" = [])))]
+#[utoipa::path(get, path = "/api/v1/payments/{payment_id}/events", tag = "audit", operation_id = "payment_events",
+    summary = "A payment's events",
+    description = "Roles: auditor, operator (admin). Every event of the payment with its metadata and hashes, in version order.",
+    params(("payment_id" = Uuid, Path, description = "The payment's id"), ("min_position" = Option<i64>, Query)),
+    responses((status = 200, description = "data {payment_id, events}")))]
 async fn events(
     State(state): State<Arc<AppState>>,
     caller: Caller,

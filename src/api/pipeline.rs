@@ -228,7 +228,9 @@ where
 }
 
 /// Answers a request the domain or the store refused. Client errors are answers: they are
-/// stored with the nonce. Errors of ours (503, 500) are not, so a retry runs again.
+/// stored with the nonce, except a refusal by validation (400): like the ones `prepare`
+/// refuses, it did not start executing, so the client may fix its body and retry with the
+/// same key (SPEC §12). Errors of ours (503, 500) are not stored either, so a retry runs again.
 async fn refused(
     state: &AppState,
     post: &Post,
@@ -241,7 +243,7 @@ async fn refused(
         CommandError::Store(StoreError::IdempotencyTaken) => replay_stored(state, post).await,
         e => {
             let api = ApiError::from(e);
-            if api.status().is_client_error() {
+            if api.status().is_client_error() && api.status() != StatusCode::BAD_REQUEST {
                 let body = api.body(envelope::lang());
                 record(state, post, stream_id, book, api.status(), body).await
             } else {

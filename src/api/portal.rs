@@ -103,18 +103,25 @@ pub fn verify(state: &AppState, token: &str, now: DateTime<Utc>) -> Result<Claim
     Ok(claims)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = PortalLinkRequest)]
 struct CreateRequest {
     user_id: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = PortalLink)]
 struct Link {
     url: String,
     expires_at: String,
 }
 
+#[utoipa::path(post, path = "/api/v1/portal/sessions", tag = "pages", operation_id = "portal_link",
+    summary = "A member portal link",
+    description = "Role: client (admin). A read-only link to one member's payments for 15 minutes: `url` is `{LEDGER_PUBLIC_URL}/portal#token=<token>`; the page sends the token as `Authorization: Bearer`.",
+    request_body = CreateRequest,
+    responses((status = 201, description = "data {url, expires_at}", body = Link)))]
 /// `POST /api/v1/portal/sessions {user_id}` (client; admin may too).
 async fn create(
     State(state): State<Arc<AppState>>,
@@ -154,12 +161,17 @@ async fn create(
     ))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = PortalSession)]
 struct Current<'a> {
     user_id: &'a str,
     expires_at: String,
 }
 
+#[utoipa::path(get, path = "/api/v1/portal/session", tag = "pages", operation_id = "portal_session",
+    summary = "Whom a portal link shows",
+    description = "With a portal link's bearer token only (any other caller is 403; an expired or altered token 401).",
+    responses((status = 200, description = "data {user_id, expires_at}", body = Current)))]
 /// `GET /api/v1/portal/session`: whom the link shows, and until when.
 async fn current(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Response, ApiError> {
     match &caller {

@@ -222,6 +222,8 @@ async fn payment(state: &AppState, payment_no: &str) -> Option<Arc<Payment>> {
         .ok()
         .flatten()
         .filter(|p| p.payment_no == payment_no)
+        // A payment a real gateway serves is paid at that gateway, never on this page.
+        .filter(|p| !state.gateways.is_real(p.method))
 }
 
 fn token_key(state: &AppState) -> Vec<u8> {
@@ -257,6 +259,12 @@ fn check_token(state: &AppState, payment_no: &str, token: &str) -> Option<String
     bool::from(expected.as_bytes().ct_eq(given.as_bytes())).then(|| nonce.to_owned())
 }
 
+#[utoipa::path(get, path = "/sandbox/pay/{payment_no}", tag = "sandbox", operation_id = "sandbox_page",
+    summary = "The sandbox gateway's pay page",
+    description = "HTML, in English or Chinese (`lang`, else Accept-Language). Offers Pay and Decline for a pending payment, with a one-time token.",
+    params(("payment_no" = String, Path), ("lang" = Option<String>, Query, description = "en or zh")),
+    responses((status = 200, description = "the page", content_type = "text/html", body = String),
+        (status = 404, description = "no such payment (a page saying so)", content_type = "text/html", body = String)))]
 async fn page(
     State(state): State<Arc<AppState>>,
     Path(payment_no): Path<String>,
@@ -308,7 +316,8 @@ async fn page(
     shell(lang, StatusCode::OK, &body, &switch)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = SandboxAction)]
 struct Action {
     outcome: String,
     #[serde(default)]
@@ -338,6 +347,16 @@ fn same_origin(state: &AppState, headers: &HeaderMap) -> bool {
     origin_ok && fetch_ok
 }
 
+#[utoipa::path(post, path = "/sandbox/pay/{payment_no}", tag = "sandbox", operation_id = "sandbox_act",
+    summary = "Pay or decline in the sandbox",
+    description = "The pay page's form: sends the signed notification a real gateway would, then redirects to the result page. Needs the page's one-time token and this service's origin.",
+    params(("payment_no" = String, Path), ("lang" = Option<String>, Query, description = "en or zh")),
+    request_body(content = Action, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 303, description = "done: see the result page", headers(("Location" = String, description = "/sandbox/pay/{payment_no}/result?..."))),
+        (status = 400, description = "outcome is neither success nor failed (a page saying so)", content_type = "text/html", body = String),
+        (status = 403, description = "a bad or expired token, or another site's form (a page saying so)", content_type = "text/html", body = String),
+        (status = 404, description = "no such payment (a page saying so)", content_type = "text/html", body = String),
+        (status = 409, description = "the order was closed (a page saying so)", content_type = "text/html", body = String)))]
 async fn act(
     State(state): State<Arc<AppState>>,
     Path(payment_no): Path<String>,
@@ -452,6 +471,12 @@ async fn notify(state: &AppState, p: &Payment, outcome: &str, nonce: &str) -> bo
     send.await
 }
 
+#[utoipa::path(get, path = "/sandbox/pay/{payment_no}/result", tag = "sandbox", operation_id = "sandbox_result",
+    summary = "The sandbox's result page",
+    params(("payment_no" = String, Path), ("lang" = Option<String>, Query, description = "en or zh"),
+        ("outcome" = Option<String>, Query), ("delivered" = Option<String>, Query)),
+    responses((status = 200, description = "the result", content_type = "text/html", body = String),
+        (status = 404, description = "no such payment (a page saying so)", content_type = "text/html", body = String)))]
 async fn result(
     State(state): State<Arc<AppState>>,
     Path(payment_no): Path<String>,

@@ -62,7 +62,16 @@ impl NatsBus {
             .name("ledger")
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(2))
-            .connect(settings.url.as_str())
+            // Every server of the cluster listed (comma-separated): the client starts on any
+            // that answers and moves to another when one goes away.
+            .connect(
+                settings
+                    .url
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .collect::<Vec<_>>(),
+            )
             .await
             .map_err(nats_err)?;
         let mut js = jetstream::new(client.clone());

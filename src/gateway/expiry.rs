@@ -3,13 +3,20 @@
 //! payment. It is driven from the read side of the log (payments still pending), so a crash
 //! resumes it; a payment the payer paid meanwhile is left to its notification, and a late
 //! success after expiry is flagged for refund like any success after failure.
+//!
+//! As with refunds (`super::refunds`), a payment this driver expired is skipped until the
+//! read side, which trails the log, no longer shows it pending, and a pass that expired any
+//! waits (bounded) for the read side to reach the head: each order is closed once.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use sqlx::PgPool;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use super::{CloseOutcome, Gateways};
 use crate::domain::{Command, PaymentMethod};
@@ -31,13 +38,18 @@ pub struct ExpiryDriver {
     pub gateways: Arc<Gateways>,
     pub ttl: Duration,
     pub backoff_max: Duration,
+    /// The position the read tables include (the projector's, wherever it runs).
+    pub applied: watch::Receiver<i64>,
+    /// Longest a pass waits for the read side to include what it recorded.
+    pub settle_wait: Duration,
 }
 
 impl ExpiryDriver {
     /// Runs until cancelled, while `lease` (the expiry duty) is held.
     pub async fn run(self, lease: Option<Lease>, cancel: CancellationToken) {
+        let mut expired = HashSet::new();
         loop {
-            if let Err(e) = self.pass(lease.as_ref()).await {
+            if let Err(e) = self.pass(lease.as_ref(), &mut expired).await {
                 tracing::warn!(error = %e, "expiry pass failed");
             }
             tokio::select! {
@@ -48,22 +60,41 @@ impl ExpiryDriver {
         tracing::info!("expiry driver stopped");
     }
 
-    /// One pass. Returns how many payments it expired.
-    pub async fn pass(&self, lease: Option<&Lease>) -> Result<usize, anyhow::Error> {
+    /// One pass. Returns how many payments it expired. `expired` holds the payments this
+    /// driver expired that the read side may still show pending.
+    pub async fn pass(
+        &self,
+        lease: Option<&Lease>,
+        expired: &mut HashSet<Uuid>,
+    ) -> Result<usize, anyhow::Error> {
         let now = Utc::now();
         let cutoff = now - chrono::Duration::from_std(self.ttl)?;
         let due = queues::expired_pending(&self.pool, cutoff, now, BATCH_MAX).await?;
-        let mut expired = 0;
-        for p in due {
+        let still_due: HashSet<Uuid> = due.iter().map(|p| p.payment_id).collect();
+        expired.retain(|id| still_due.contains(id));
+        let todo: Vec<&ExpiredPayment> = due
+            .iter()
+            .filter(|p| !expired.contains(&p.payment_id))
+            .collect();
+        let mut count = 0;
+        for p in todo {
             if lease.is_some_and(|l| !l.valid()) {
                 break;
             }
-            if self.expire(&p, lease).await {
-                expired += 1;
+            if self.expire(p, lease).await {
+                expired.insert(p.payment_id);
+                count += 1;
+            }
+        }
+        if count > 0 {
+            if let Ok(head) = crate::store::head_position(&self.pool).await {
+                let mut applied = self.applied.clone();
+                let _ =
+                    tokio::time::timeout(self.settle_wait, applied.wait_for(|p| *p >= head)).await;
             }
         }
         let _ = queues::forget_settled_expiries(&self.pool).await;
-        Ok(expired)
+        Ok(count)
     }
 
     async fn expire(&self, p: &ExpiredPayment, lease: Option<&Lease>) -> bool {

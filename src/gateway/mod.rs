@@ -4,12 +4,18 @@
 //! A call that times out has an unknown outcome: before anything is declared failed, the
 //! gateway is asked what happened (`query_*`). Refund requests carry our `refund_no`, so a
 //! retried call can never refund twice.
+//!
+//! `alipay` and `wechat` are the real gateways (issue 15), served instead of the sandbox for
+//! their method when configured; `sandbox` serves every other method.
 
+pub mod alipay;
 pub mod expiry;
+pub mod journal;
 pub mod refunds;
 pub mod sandbox;
+pub mod wechat;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,9 +79,41 @@ pub trait Gateway: Send + Sync {
         payment_no: &str,
         amount: Decimal,
     ) -> Result<RefundOutcome, GatewayError>;
-    async fn query_refund(&self, refund_no: &str) -> Result<QueryOutcome, GatewayError>;
+    /// Asks what became of a refund. `payment_no` is its payment's: some gateways (Alipay)
+    /// find a refund only within its trade.
+    async fn query_refund(
+        &self,
+        refund_no: &str,
+        payment_no: &str,
+    ) -> Result<QueryOutcome, GatewayError>;
     /// Closes an order nobody paid, so that it can no longer be paid.
     async fn close_order(&self, payment_no: &str) -> Result<CloseOutcome, GatewayError>;
+    /// Where the payer of a pending payment pays at this gateway, for the checkout page;
+    /// `None` when the gateway has no page of its own (the sandbox's page is the checkout's
+    /// own concern).
+    async fn checkout_url(&self, _order: &CheckoutOrder) -> Result<Option<String>, GatewayError> {
+        Ok(None)
+    }
+}
+
+/// A pending payment as the checkout shows it to a gateway.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckoutOrder {
+    pub payment_no: String,
+    pub amount: Money,
+    /// When the ledger expires the payment (LEDGER_PAYMENT_TTL_SECS after creation), if it does.
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// What a failed HTTP exchange with a gateway means: a request that never left (no
+/// connection) changed nothing; anything else — a timeout, a connection lost mid-answer —
+/// may have taken effect and is an unknown outcome.
+pub(crate) fn transport_error(e: &reqwest::Error) -> GatewayError {
+    if e.is_connect() {
+        GatewayError::Unavailable(format!("cannot connect: {e}"))
+    } else {
+        GatewayError::Timeout
+    }
 }
 
 /// How gateway calls are retried, and how long one call may take.
@@ -153,6 +191,8 @@ impl RetryPolicy {
 /// The configured gateway of every method.
 pub struct Gateways {
     by_method: HashMap<PaymentMethod, Arc<dyn Gateway>>,
+    /// Methods served by a real gateway (`with`) rather than the sandbox.
+    real: HashSet<PaymentMethod>,
     pub sandbox: Arc<sandbox::Sandbox>,
     pub retry: RetryPolicy,
     refund_wake: Arc<Notify>,
@@ -167,6 +207,7 @@ impl Gateways {
             .collect();
         Self {
             by_method,
+            real: HashSet::new(),
             sandbox,
             retry,
             refund_wake: Arc::new(Notify::new()),
@@ -176,7 +217,13 @@ impl Gateways {
     /// Serves `method` with `gateway` (a real gateway instead of the sandbox).
     pub fn with(mut self, method: PaymentMethod, gateway: Arc<dyn Gateway>) -> Self {
         self.by_method.insert(method, gateway);
+        self.real.insert(method);
         self
+    }
+
+    /// Whether `method` is served by a real gateway rather than the sandbox.
+    pub fn is_real(&self, method: PaymentMethod) -> bool {
+        self.real.contains(&method)
     }
 
     pub fn get(&self, method: PaymentMethod) -> MethodGateway<'_> {
@@ -252,7 +299,9 @@ impl MethodGateway<'_> {
             Err(GatewayError::Timeout | GatewayError::Unavailable(_)) => {
                 match self
                     .retry
-                    .run("query_refund", || self.gateway.query_refund(refund_no))
+                    .run("query_refund", || {
+                        self.gateway.query_refund(refund_no, payment_no)
+                    })
                     .await?
                 {
                     QueryOutcome::Succeeded => Ok(RefundOutcome::Confirmed),
@@ -273,5 +322,23 @@ impl MethodGateway<'_> {
         self.retry
             .run("close_order", || self.gateway.close_order(payment_no))
             .await
+    }
+
+    /// The gateway's page for a pending payment: one attempt within the call timeout, since a
+    /// person is waiting on the checkout page (which they can reload); `None` when the gateway
+    /// has none or did not answer.
+    pub async fn checkout_url(&self, order: &CheckoutOrder) -> Option<String> {
+        match tokio::time::timeout(self.retry.call_timeout, self.gateway.checkout_url(order)).await
+        {
+            Ok(Ok(url)) => url,
+            Ok(Err(e)) => {
+                tracing::warn!(payment_no = %order.payment_no, error = %e, "no checkout URL from the gateway");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(payment_no = %order.payment_no, "the gateway's checkout URL timed out");
+                None
+            }
+        }
     }
 }

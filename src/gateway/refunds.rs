@@ -4,22 +4,31 @@
 //! gateway's idempotency key is the refund_no, and confirming twice appends nothing, so the
 //! refund completes exactly once.
 //!
+//! The queue is read from the read tables, which trail the log: a refund whose outcome this
+//! driver has just recorded stays "due" there until the projector (on this node or another)
+//! applies it. So the driver remembers the refunds it recorded and skips them, and after a
+//! pass that recorded anything it waits (bounded) for the read side to reach the log's head
+//! before it looks again — the gateway is asked once per refund, not once per pass.
+//!
 //! The queue is ordered by each refund's next attempt (`ledger_projections::queues`): an
 //! outcome that stays unknown (the gateway down, a timeout its query cannot settle) is tried
 //! again with exponential backoff per refund, so a slow or dead gateway's refunds move to the
 //! back while the others go on. Refunds are worked on concurrently, each gateway call under a
 //! timeout, so one hung call can neither stall the loop nor shutdown.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use futures::StreamExt;
 use sqlx::PgPool;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use super::{Gateways, RefundOutcome};
-use crate::domain::{Command, PaymentMethod};
+use crate::domain::{Command, PaymentMethod, RefundStatus};
 use crate::duties::Lease;
 use crate::projections::queues::{self, DueRefund};
 use crate::service::{Bookkeeping, CommandService, Meta};
@@ -39,14 +48,23 @@ pub struct RefundDriver {
     pub gateways: Arc<Gateways>,
     pub concurrency_max: usize,
     pub backoff_max: Duration,
+    /// The position the read tables include (the projector's, wherever it runs).
+    pub applied: watch::Receiver<i64>,
+    /// Longest a pass waits for the read side to include what it recorded.
+    pub settle_wait: Duration,
 }
+
+/// Refunds whose outcome this driver recorded, skipped until the read side shows them settled.
+#[derive(Debug, Default)]
+pub struct Recorded(HashSet<Uuid>);
 
 impl RefundDriver {
     /// Runs until cancelled, while `lease` (the refund duty) is held.
     pub async fn run(self, lease: Option<Lease>, cancel: CancellationToken) {
         let wake = self.gateways.refund_wake();
+        let mut recorded = Recorded::default();
         loop {
-            match self.pass(lease.as_ref()).await {
+            match self.pass(lease.as_ref(), &mut recorded).await {
                 Ok(n) if n > 0 => continue,
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "refund pass failed"),
@@ -71,31 +89,76 @@ impl RefundDriver {
         }
     }
 
-    /// One pass over the refunds due now. Returns how many it took from the queue.
-    pub async fn pass(&self, lease: Option<&Lease>) -> Result<usize, anyhow::Error> {
+    /// One pass over the refunds due now. Returns how many it sent to the gateway.
+    pub async fn pass(
+        &self,
+        lease: Option<&Lease>,
+        recorded: &mut Recorded,
+    ) -> Result<usize, anyhow::Error> {
         let due = queues::due_refunds(&self.pool, Utc::now(), BATCH_MAX).await?;
-        let taken = due.len();
         if let Ok((depth, oldest)) = queues::refund_queue_depth(&self.pool).await {
             metrics::gauge!("ledger_refund_queue_depth").set(depth as f64);
             metrics::gauge!("ledger_refund_queue_oldest_seconds").set(oldest);
         }
-        futures::stream::iter(due)
-            .for_each_concurrent(self.concurrency_max.max(1), |refund| async move {
-                self.settle(refund, lease).await;
+        // What the read side no longer shows as due needs no remembering.
+        let still_due: HashSet<Uuid> = due.iter().map(|r| r.refund_id).collect();
+        recorded.0.retain(|id| still_due.contains(id));
+        let todo: Vec<DueRefund> = due
+            .into_iter()
+            .filter(|r| !recorded.0.contains(&r.refund_id))
+            .collect();
+        let taken = todo.len();
+        let settled: Vec<Uuid> = futures::stream::iter(todo)
+            .map(|refund| async move {
+                let id = refund.refund_id;
+                self.settle(refund, lease).await.then_some(id)
             })
+            .buffer_unordered(self.concurrency_max.max(1))
+            .filter_map(|id| async move { id })
+            .collect()
             .await;
+        if !settled.is_empty() {
+            recorded.0.extend(settled);
+            self.wait_for_read_side().await;
+        }
         let _ = queues::forget_settled_refunds(&self.pool).await;
         Ok(taken)
     }
 
-    async fn settle(&self, r: DueRefund, lease: Option<&Lease>) {
-        let Some(method) = PaymentMethod::parse(&r.payment_method) else {
+    /// Waits (at most `settle_wait`) until the read tables include the log's head.
+    async fn wait_for_read_side(&self) {
+        let Ok(head) = crate::store::head_position(&self.pool).await else {
             return;
+        };
+        let mut applied = self.applied.clone();
+        let _ = tokio::time::timeout(self.settle_wait, applied.wait_for(|p| *p >= head)).await;
+    }
+
+    /// Sends one refund and records its outcome; true when an outcome is in the log.
+    async fn settle(&self, r: DueRefund, lease: Option<&Lease>) -> bool {
+        let Some(method) = PaymentMethod::parse(&r.payment_method) else {
+            return false;
         };
         // Only the leader sends refunds: a node that cannot prove it still holds the duty
         // leaves the refund to whoever does.
         if lease.is_some_and(|l| !l.valid()) {
-            return;
+            return false;
+        }
+        // The read side trails the log: a previous leader may have recorded this refund's
+        // outcome already. Ask the log, not the gateway, whether anything is left to do.
+        match self.commands.reload(r.payment_id).await {
+            Ok(Some(p))
+                if p.refunds
+                    .iter()
+                    .any(|x| x.id == r.refund_id && x.status != RefundStatus::Processing) =>
+            {
+                return true
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(refund_no = %r.refund_no, error = %e, "cannot read the refund's payment; will try again");
+                return false;
+            }
         }
         let outcome = self
             .gateways
@@ -110,10 +173,14 @@ impl RefundDriver {
                 refund_id: r.refund_id,
                 reason,
             },
-            Ok(RefundOutcome::Pending) => return self.postpone(&r, "pending at the gateway").await,
+            Ok(RefundOutcome::Pending) => {
+                self.postpone(&r, "pending at the gateway").await;
+                return false;
+            }
             Err(e) => {
                 tracing::warn!(refund_no = %r.refund_no, error = %e, attempts = r.attempts, "refund outcome unknown; will ask again");
-                return self.postpone(&r, &e.to_string()).await;
+                self.postpone(&r, &e.to_string()).await;
+                return false;
             }
         };
         let meta = Meta::system("refund-driver");
@@ -121,12 +188,16 @@ impl RefundDriver {
             fence: lease.map(Lease::fence),
             ..Bookkeeping::default()
         };
-        if let Err(e) = self
+        match self
             .commands
             .execute(r.payment_id, &[command], &meta, &book)
             .await
         {
-            tracing::warn!(refund_no = %r.refund_no, error = %e, "could not record the refund outcome");
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(refund_no = %r.refund_no, error = %e, "could not record the refund outcome");
+                false
+            }
         }
     }
 

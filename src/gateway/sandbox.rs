@@ -85,6 +85,26 @@ enum RefundState {
     Rejected(String),
 }
 
+impl From<RefundState> for super::journal::Decision {
+    fn from(s: RefundState) -> Self {
+        match s {
+            RefundState::Done => Self::Done,
+            RefundState::Pending => Self::Pending,
+            RefundState::Rejected(r) => Self::Rejected(r),
+        }
+    }
+}
+
+impl From<super::journal::Decision> for RefundState {
+    fn from(d: super::journal::Decision) -> Self {
+        match d {
+            super::journal::Decision::Done => Self::Done,
+            super::journal::Decision::Pending => Self::Pending,
+            super::journal::Decision::Rejected(r) => Self::Rejected(r),
+        }
+    }
+}
+
 /// An order as the sandbox knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OrderState {
@@ -106,6 +126,8 @@ pub struct Sandbox {
     pub calls: AtomicU32,
     /// Refund calls that executed a refund (each refund_no counts once).
     pub refunds_executed: AtomicU32,
+    /// Refund decisions shared with the sandboxes of other processes (`LEDGER_SANDBOX_JOURNAL`).
+    journal: Option<super::journal::Journal>,
 }
 
 impl Sandbox {
@@ -122,7 +144,14 @@ impl Sandbox {
             refund_gate: Mutex::new(()),
             calls: AtomicU32::new(0),
             refunds_executed: AtomicU32::new(0),
+            journal: None,
         }
+    }
+
+    /// Shares refund decisions with every sandbox that uses the same journal file.
+    pub fn with_journal(mut self, journal: super::journal::Journal) -> Self {
+        self.journal = Some(journal);
+        self
     }
 
     /// The order's state, if the sandbox still remembers it.
@@ -224,17 +253,29 @@ impl Gateway for Sandbox {
             .lock()
             .map_err(|_| GatewayError::Unavailable("sandbox state poisoned".into()))?;
         // The refund_no is the idempotency key: a retried call reports the first outcome.
-        let state = match self.refunds.get(refund_no) {
-            Some(s) => s,
-            None => {
-                let s = if take(&self.faults.reject_refunds) {
-                    RefundState::Rejected("sandbox fault: reject_refunds".into())
-                } else if take(&self.faults.pending_refunds) {
-                    RefundState::Pending
-                } else {
-                    self.refunds_executed.fetch_add(1, Ordering::Relaxed);
-                    RefundState::Done
-                };
+        let decide = || {
+            if take(&self.faults.reject_refunds) {
+                RefundState::Rejected("sandbox fault: reject_refunds".into())
+            } else if take(&self.faults.pending_refunds) {
+                RefundState::Pending
+            } else {
+                self.refunds_executed.fetch_add(1, Ordering::Relaxed);
+                RefundState::Done
+            }
+        };
+        let state = match (&self.journal, self.refunds.get(refund_no)) {
+            // Another process's sandbox may have decided it: the journal is the book.
+            (Some(journal), _) => {
+                let d = journal
+                    .refund(refund_no, || decide().into())
+                    .map_err(|e| GatewayError::Unavailable(format!("sandbox journal: {e}")))?;
+                let s = RefundState::from(d);
+                self.refunds.insert(refund_no.to_owned(), s.clone());
+                s
+            }
+            (None, Some(s)) => s,
+            (None, None) => {
+                let s = decide();
                 self.refunds.insert(refund_no.to_owned(), s.clone());
                 s
             }
@@ -249,14 +290,26 @@ impl Gateway for Sandbox {
         })
     }
 
-    async fn query_refund(&self, refund_no: &str) -> Result<QueryOutcome, GatewayError> {
+    async fn query_refund(
+        &self,
+        refund_no: &str,
+        _payment_no: &str,
+    ) -> Result<QueryOutcome, GatewayError> {
         if self.before_call()? {
             return Err(GatewayError::Timeout);
         }
         if take(&self.faults.unknown_next) {
             return Ok(QueryOutcome::Pending);
         }
-        Ok(match self.refunds.get(refund_no) {
+        let known = match (self.refunds.get(refund_no), &self.journal) {
+            (Some(s), _) => Some(s),
+            (None, Some(journal)) => journal
+                .decision(refund_no)
+                .map_err(|e| GatewayError::Unavailable(format!("sandbox journal: {e}")))?
+                .map(RefundState::from),
+            (None, None) => None,
+        };
+        Ok(match known {
             Some(RefundState::Done) => QueryOutcome::Succeeded,
             Some(RefundState::Pending) => QueryOutcome::Pending,
             Some(RefundState::Rejected(r)) => QueryOutcome::Failed(r),

@@ -19,14 +19,16 @@ pub struct Held {
     pub expires_at: DateTime<Utc>,
 }
 
-/// Takes the duty if it is free or expired, or renews it if `holder` has it. The token stays
-/// while the same holder renews in time, and goes up on every takeover. `None` when another
-/// node holds a live lease.
+/// Takes the duty if it is free or expired for at least `grace` (a standby waits that much
+/// longer than a preferred node), or renews it if `holder` has it. The token stays while the
+/// same holder renews in time, and goes up on every takeover. `None` when another node holds
+/// a live lease.
 pub async fn acquire(
     pool: &PgPool,
     duty: &str,
     holder: &str,
     ttl: Duration,
+    grace: Duration,
 ) -> Result<Option<Held>, StoreError> {
     let row: Option<(i64, DateTime<Utc>)> = sqlx::query_as(
         "INSERT INTO duty_leases (duty, holder, token, expires_at) \
@@ -36,12 +38,14 @@ pub async fn acquire(
                          AND duty_leases.expires_at > now() \
                         THEN duty_leases.token ELSE duty_leases.token + 1 END, \
            expires_at = EXCLUDED.expires_at \
-         WHERE duty_leases.holder = EXCLUDED.holder OR duty_leases.expires_at <= now() \
+         WHERE duty_leases.holder = EXCLUDED.holder \
+            OR duty_leases.expires_at <= now() - make_interval(secs => $4) \
          RETURNING token, expires_at",
     )
     .bind(duty)
     .bind(holder)
     .bind(ttl.as_secs_f64())
+    .bind(grace.as_secs_f64())
     .fetch_optional(pool)
     .await?;
     Ok(row.map(|(token, expires_at)| Held {

@@ -548,7 +548,7 @@ async fn torture_a_hundred_concurrent_refunds_never_refund_more_than_was_paid() 
 async fn payment_traffic(app: &TestApp, i: usize) {
     let amount = format!("{}.{:02}", 10 + i % 50, i % 100);
     let id = app.paid_payment(&amount).await;
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         let a = app
             .client("operator")
             .send(
