@@ -49,9 +49,6 @@ impl ServeRole {
     }
 }
 
-/// How often expired nonces and idempotency keys are purged.
-pub const PURGE_INTERVAL: Duration = Duration::from_secs(600);
-
 /// A started service.
 pub struct Ledger {
     pub state: Arc<AppState>,
@@ -84,6 +81,7 @@ pub async fn build(
             queue_max: limits.writer_queue_max,
             lock_timeout: Duration::from_millis(limits.append_lock_timeout_ms),
             statement_timeout: Duration::from_millis(limits.append_statement_timeout_ms),
+            handoff_batches_max: limits.handoff_batches_max,
         },
         head,
         cancel.clone(),
@@ -104,7 +102,10 @@ pub async fn build(
         ctx,
         cache.clone(),
         settings.limits.projection_batch_max,
-    );
+    )
+    .idle_poll(Duration::from_millis(
+        settings.limits.projector_idle_poll_ms,
+    ));
     let applied = projector.applied();
 
     let bus = match &settings.nats {
@@ -169,6 +170,7 @@ pub async fn build(
         {
             let (projector, wake) = (projector.clone(), wake.clone());
             let writer_for_projector = writer.clone();
+            let follow_poll = Duration::from_millis(limits.follow_poll_ms);
             let (pool, cache, applied, projected) = (
                 pool.clone(),
                 cache.clone(),
@@ -194,6 +196,7 @@ pub async fn build(
                         cache.clone(),
                         applied.clone(),
                         projected.clone(),
+                        follow_poll,
                         stop,
                     )
                 },
@@ -225,7 +228,10 @@ pub async fn build(
             commands: commands.clone(),
             gateways: gateways.clone(),
             concurrency_max: limits.refund_concurrency_max,
-            backoff_max: Duration::from_secs(limits.refund_backoff_max_secs),
+            batch_max: limits.driver_batch_max,
+            poll: limits.driver_poll(),
+            backoff_base: limits.refund_backoff_base(),
+            backoff_max: limits.refund_backoff_max(),
             applied: applied.clone(),
             settle_wait: limits.read_your_writes_wait(),
         };
@@ -242,7 +248,10 @@ pub async fn build(
                 commands: commands.clone(),
                 gateways: gateways.clone(),
                 ttl,
-                backoff_max: Duration::from_secs(limits.refund_backoff_max_secs),
+                batch_max: limits.driver_batch_max,
+                poll: limits.driver_poll(),
+                backoff_base: limits.refund_backoff_base(),
+                backoff_max: limits.refund_backoff_max(),
                 applied: applied.clone(),
                 settle_wait: limits.read_your_writes_wait(),
             };
@@ -258,6 +267,7 @@ pub async fn build(
     {
         let pool = pool.clone();
         let cancel = cancel.clone();
+        let purge_every = limits.purge_interval();
         tracker.spawn(async move {
             loop {
                 match store::requests::purge_expired(&pool).await {
@@ -269,7 +279,7 @@ pub async fn build(
                 }
                 tokio::select! {
                     _ = cancel.cancelled() => break,
-                    _ = tokio::time::sleep(PURGE_INTERVAL) => {}
+                    _ = tokio::time::sleep(purge_every) => {}
                 }
             }
         });
@@ -308,17 +318,18 @@ pub async fn build(
 /// Serves the methods whose real gateway is configured (LEDGER_ALIPAY_*, LEDGER_WECHAT_*) with
 /// it instead of the sandbox.
 fn real_gateways(gateways: Gateways, settings: &Settings) -> anyhow::Result<Gateways> {
-    let timeout = settings.limits.gateway_call_timeout();
     let mut gateways = gateways;
     if let Some(alipay) = &settings.alipay {
-        let driver = crate::gateway::alipay::Alipay::new(alipay, &settings.public_url, timeout)
-            .map_err(|e| anyhow::anyhow!("LEDGER_ALIPAY_GATEWAY_URL: HTTP client: {e}"))?;
+        let driver =
+            crate::gateway::alipay::Alipay::new(alipay, &settings.public_url, &settings.limits)
+                .map_err(|e| anyhow::anyhow!("LEDGER_ALIPAY_GATEWAY_URL: HTTP client: {e}"))?;
         tracing::info!(app_id = %alipay.app_id, gateway_url = %alipay.gateway_url, "alipay is a real gateway");
         gateways = gateways.with(PaymentMethod::Alipay, Arc::new(driver));
     }
     if let Some(wechat) = &settings.wechat {
-        let driver = crate::gateway::wechat::Wechat::new(wechat, &settings.public_url, timeout)
-            .map_err(|e| anyhow::anyhow!("LEDGER_WECHAT_BASE_URL: HTTP client: {e}"))?;
+        let driver =
+            crate::gateway::wechat::Wechat::new(wechat, &settings.public_url, &settings.limits)
+                .map_err(|e| anyhow::anyhow!("LEDGER_WECHAT_BASE_URL: HTTP client: {e}"))?;
         tracing::info!(mchid = %wechat.mchid, base_url = %wechat.base_url, "wechat is a real gateway");
         gateways = gateways.with(PaymentMethod::Wechat, Arc::new(driver));
     }
@@ -347,6 +358,7 @@ pub async fn serve(
     let bounds = crate::server::ServeLimits {
         header_read_timeout: Duration::from_millis(limits.header_read_timeout_ms),
         connections_per_peer_max: limits.connections_per_peer_max,
+        handshake_timeout: Duration::from_millis(limits.tls_handshake_timeout_ms),
         drain_deadline: limits.shutdown_deadline(),
     };
     let served = crate::server::serve(

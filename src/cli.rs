@@ -324,7 +324,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let ctx = crate::projections::ProjectionContext {
                 master_key: settings.master_key.clone(),
             };
-            let report = crate::projections::replay::replay(&pool, &ctx, check, true).await?;
+            let report = crate::projections::replay::replay_with(
+                &pool,
+                &ctx,
+                check,
+                true,
+                cli.config.limits.replay_catchup_batch_max,
+            )
+            .await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             for d in &report.drift {
                 if d.differing_rows > 0 {
@@ -405,6 +412,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             crate::reconcile::run(
                 &pool,
                 &settlement,
+                cli.config.limits.settlement_lines_max,
                 format,
                 start,
                 end,

@@ -198,7 +198,7 @@ pub struct Limits {
     pub signin_failures_max: u32,
     /// How long a node's lease on a background duty lasts unless renewed (renewed every
     /// third of it): the longest a dead leader's duty waits for another node.
-    #[arg(long, env = "LEDGER_LEASE_TTL_MS", default_value_t = 3_000, value_parser = clap::value_parser!(u64).range(300..))]
+    #[arg(long, env = "LEDGER_LEASE_TTL_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(300..))]
     pub lease_ttl_ms: u64,
     /// How long shutdown waits for background tasks (SPEC §11: exit within 30 s).
     #[arg(long, env = "LEDGER_SHUTDOWN_DEADLINE_SECS", default_value_t = 25)]
@@ -207,6 +207,69 @@ pub struct Limits {
     /// totals, samples) on projector nodes: each pass reads the whole log once.
     #[arg(long, env = "LEDGER_WATCH_INTERVAL_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub watch_interval_secs: u64,
+    /// Longest the relay waits for JetStream to acknowledge a publish before retrying.
+    #[arg(long, env = "LEDGER_PUBLISH_ACK_TIMEOUT_MS", default_value_t = 3_000)]
+    pub publish_ack_timeout_ms: u64,
+    /// The duplicate window of the stream the service creates (SPEC §11: at least 2 min):
+    /// how long JetStream remembers an event id to drop a second publish of it.
+    #[arg(long, env = "LEDGER_NATS_DUPLICATE_WINDOW_SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(120..))]
+    pub nats_duplicate_window_secs: u64,
+    /// Refunds (or expired payments) the refund (or expiry) driver takes per pass.
+    #[arg(long, env = "LEDGER_DRIVER_BATCH_MAX", default_value_t = 100)]
+    pub driver_batch_max: i64,
+    /// Longest the refund and expiry drivers sleep between passes when nothing woke them.
+    #[arg(long, env = "LEDGER_DRIVER_POLL_MS", default_value_t = 1_000)]
+    pub driver_poll_ms: u64,
+    /// First wait after an unknown refund or close outcome; it doubles per attempt up to
+    /// LEDGER_REFUND_BACKOFF_MAX_SECS.
+    #[arg(long, env = "LEDGER_REFUND_BACKOFF_BASE_MS", default_value_t = 1_000)]
+    pub refund_backoff_base_ms: u64,
+    /// Pause between two purges of expired nonces and idempotency answers.
+    #[arg(long, env = "LEDGER_PURGE_INTERVAL_SECS", default_value_t = 600)]
+    pub purge_interval_secs: u64,
+    /// `/readyz` answers 503 while the read models trail the log by more events than this.
+    #[arg(long, env = "LEDGER_READY_LAG_EVENTS_MAX", default_value_t = 10_000)]
+    pub ready_lag_events_max: i64,
+    /// Longest a TLS handshake may take (it runs off the accept path).
+    #[arg(
+        long,
+        env = "LEDGER_TLS_HANDSHAKE_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub tls_handshake_timeout_ms: u64,
+    /// The window failed console sign-ins are counted in (LEDGER_SIGNIN_FAILURES_MAX).
+    #[arg(long, env = "LEDGER_SIGNIN_WINDOW_SECS", default_value_t = 15 * 60)]
+    pub signin_window_secs: u64,
+    /// Live console sessions one key may hold; signing in again ends the oldest.
+    #[arg(
+        long,
+        env = "LEDGER_CONSOLE_SESSIONS_PER_KEY_MAX",
+        default_value_t = 32
+    )]
+    pub console_sessions_per_key_max: i64,
+    /// How long a sandbox pay page's one-time token stays usable.
+    #[arg(long, env = "LEDGER_SANDBOX_TOKEN_TTL_SECS", default_value_t = 15 * 60)]
+    pub sandbox_token_ttl_secs: i64,
+    /// Longest the projector sleeps when neither the writer nor another node woke it.
+    #[arg(long, env = "LEDGER_PROJECTOR_IDLE_POLL_MS", default_value_t = 200)]
+    pub projector_idle_poll_ms: u64,
+    /// How often a node that does not project re-reads the projector's position, in case a
+    /// notification was lost (a reconnect).
+    #[arg(long, env = "LEDGER_FOLLOW_POLL_MS", default_value_t = 1_000)]
+    pub follow_poll_ms: u64,
+    /// Committed batches the writer keeps for the local projector; a projector further
+    /// behind reads the log instead.
+    #[arg(long, env = "LEDGER_HANDOFF_BATCHES_MAX", default_value_t = 1024)]
+    pub handoff_batches_max: usize,
+    /// Lines a settlement file may have (`ledger reconcile`, the console's upload).
+    #[arg(long, env = "LEDGER_SETTLEMENT_LINES_MAX", default_value_t = 5_000_000)]
+    pub settlement_lines_max: usize,
+    /// Largest answer read from a real gateway (Alipay, WeChat Pay).
+    #[arg(long, env = "LEDGER_GATEWAY_ANSWER_BYTES_MAX", default_value_t = 64 * 1024)]
+    pub gateway_answer_bytes_max: usize,
+    /// WeChat Pay code URLs kept for checkout pages (2 h each).
+    #[arg(long, env = "LEDGER_WECHAT_CODE_URLS_MAX", default_value_t = 100_000)]
+    pub wechat_code_urls_max: u64,
 }
 
 impl Default for Limits {
@@ -247,6 +310,21 @@ impl Limits {
     }
     pub fn watch_interval(&self) -> Duration {
         Duration::from_secs(self.watch_interval_secs)
+    }
+    pub fn driver_poll(&self) -> Duration {
+        Duration::from_millis(self.driver_poll_ms)
+    }
+    pub fn refund_backoff_base(&self) -> Duration {
+        Duration::from_millis(self.refund_backoff_base_ms)
+    }
+    pub fn refund_backoff_max(&self) -> Duration {
+        Duration::from_secs(self.refund_backoff_max_secs)
+    }
+    pub fn purge_interval(&self) -> Duration {
+        Duration::from_secs(self.purge_interval_secs)
+    }
+    pub fn signin_window(&self) -> Duration {
+        Duration::from_secs(self.signin_window_secs)
     }
 }
 
@@ -797,6 +875,10 @@ pub struct NatsSettings {
     pub prefix: String,
     pub stream: String,
     pub replicas: u8,
+    /// LEDGER_PUBLISH_ACK_TIMEOUT_MS.
+    pub ack_timeout: Duration,
+    /// LEDGER_NATS_DUPLICATE_WINDOW_SECS.
+    pub duplicate_window: Duration,
 }
 
 /// The resolved configuration.
@@ -893,6 +975,8 @@ impl RawConfig {
                 prefix: self.nats_prefix.clone(),
                 stream: self.nats_stream.clone(),
                 replicas: self.nats_replicas,
+                ack_timeout: Duration::from_millis(self.limits.publish_ack_timeout_ms),
+                duplicate_window: Duration::from_secs(self.limits.nats_duplicate_window_secs),
             }),
         };
         let tls = match (&self.tls_cert, &self.tls_key) {

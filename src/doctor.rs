@@ -671,15 +671,15 @@ async fn stream_check(
                         config.nats_replicas, c.num_replicas, c.name, config.nats_replicas
                     ),
                 )
-            } else if c.duplicate_window < crate::bus::DUPLICATE_WINDOW {
+            } else if c.duplicate_window < crate::bus::DUPLICATE_WINDOW_MIN {
                 Check::fail(
                     NAME,
                     found,
                     format!(
                         "the duplicate window must be at least {} s: `nats stream edit {} --dupe-window {}s`",
-                        crate::bus::DUPLICATE_WINDOW.as_secs(),
+                        crate::bus::DUPLICATE_WINDOW_MIN.as_secs(),
                         c.name,
-                        crate::bus::DUPLICATE_WINDOW.as_secs()
+                        crate::bus::DUPLICATE_WINDOW_MIN.as_secs()
                     ),
                 )
             } else {

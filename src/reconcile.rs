@@ -34,9 +34,6 @@ use crate::domain::events::RefundStatus;
 use crate::domain::money::parse_decimal;
 use crate::domain::PaymentStatus;
 
-/// Largest settlement file read (lines), so a wrong file cannot exhaust memory.
-pub const LINES_MAX: usize = 5_000_000;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
@@ -149,8 +146,8 @@ pub enum FileError {
     Line { line: usize, reason: String },
     #[error("the header must name the columns payment_no, gateway_trade_no, type, amount, fee, settled_at (missing: {0})")]
     Header(String),
-    #[error("more than {LINES_MAX} lines")]
-    TooLong,
+    #[error("more than {0} lines (LEDGER_SETTLEMENT_LINES_MAX)")]
+    TooLong(usize),
 }
 
 const COLUMNS: [&str; 6] = [
@@ -163,8 +160,12 @@ const COLUMNS: [&str; 6] = [
 ];
 
 /// Parses a settlement file. Amounts are exact decimals; any malformed line stops the parse
-/// with its line number (a reconciliation over a half-read file would mislead).
-pub fn parse_file<R: std::io::Read>(reader: R) -> Result<Vec<FileRow>, FileError> {
+/// with its line number (a reconciliation over a half-read file would mislead). At most
+/// `lines_max` lines are read, so a wrong file cannot exhaust memory.
+pub fn parse_file<R: std::io::Read>(
+    reader: R,
+    lines_max: usize,
+) -> Result<Vec<FileRow>, FileError> {
     let mut csv = csv::ReaderBuilder::new()
         .has_headers(true)
         .trim(csv::Trim::All)
@@ -189,8 +190,8 @@ pub fn parse_file<R: std::io::Read>(reader: R) -> Result<Vec<FileRow>, FileError
     let mut rows = Vec::new();
     for (i, record) in csv.records().enumerate() {
         let line = i + 2;
-        if rows.len() >= LINES_MAX {
-            return Err(FileError::TooLong);
+        if rows.len() >= lines_max {
+            return Err(FileError::TooLong(lines_max));
         }
         let record = record.map_err(|e| FileError::Line {
             line,
@@ -247,12 +248,12 @@ pub fn parse_file<R: std::io::Read>(reader: R) -> Result<Vec<FileRow>, FileError
     Ok(rows)
 }
 
-pub fn read_file(path: &Path) -> Result<Vec<FileRow>, FileError> {
+pub fn read_file(path: &Path, lines_max: usize) -> Result<Vec<FileRow>, FileError> {
     let file = std::fs::File::open(path).map_err(|source| FileError::Io {
         path: path.display().to_string(),
         source,
     })?;
-    parse_file(std::io::BufReader::new(file))
+    parse_file(std::io::BufReader::new(file), lines_max)
 }
 
 /// Matches the file against the ledger. Pure: the same inputs give the same report.
@@ -512,12 +513,13 @@ pub const EXIT_BAD_FILE: i32 = 2;
 pub async fn run(
     pool: &PgPool,
     settlement: &Path,
+    lines_max: usize,
     format: Format,
     start: Option<DateTime<Utc>>,
     end: Option<DateTime<Utc>>,
     out: &mut dyn Write,
 ) -> anyhow::Result<i32> {
-    let file = match read_file(settlement) {
+    let file = match read_file(settlement, lines_max) {
         Ok(rows) => rows,
         Err(e) => {
             eprintln!("error: settlement file {}: {e}", settlement.display());
@@ -560,6 +562,16 @@ mod tests {
     }
 
     #[test]
+    fn a_file_longer_than_the_limit_is_refused_and_one_at_the_limit_is_read() {
+        let line = "P1,T1,payment,1.00,0,2026-11-01T10:00:00Z\n";
+        let file = format!("{}\n{}", COLUMNS.join(","), line.repeat(3));
+        assert_eq!(parse_file(file.as_bytes(), 3).unwrap().len(), 3);
+        let err = parse_file(file.as_bytes(), 2).unwrap_err();
+        assert!(matches!(err, FileError::TooLong(2)), "{err}");
+        assert!(err.to_string().contains("LEDGER_SETTLEMENT_LINES_MAX"));
+    }
+
+    #[test]
     fn every_kind_of_difference_lands_in_its_category() {
         let file = "payment_no,gateway_trade_no,type,amount,fee,settled_at\n\
             P1,T1,payment,100.00,0.60,2026-11-01T10:00:00Z\n\
@@ -569,7 +581,7 @@ mod tests {
             P1,R1,refund,30.00,0,2026-11-01T10:00:00Z\n\
             P1,R2,refund,5.00,0,2026-11-01T10:00:00Z\n\
             P1,T1,payment,100.00,0.60,2026-11-01T10:00:00Z\n";
-        let rows = parse_file(file.as_bytes()).unwrap();
+        let rows = parse_file(file.as_bytes(), 1000).unwrap();
         let payments = vec![
             LedgerPayment {
                 payment_no: "P1".into(),
@@ -649,7 +661,9 @@ mod tests {
             ("payment_no,gateway_trade_no,type,amount,fee,settled_at\nP1,,refund,1.00,0,2026-11-01T10:00:00Z\n", "line 2"),
         ];
         for (text, expected) in bad {
-            let e = parse_file(text.as_bytes()).expect_err(text).to_string();
+            let e = parse_file(text.as_bytes(), 1000)
+                .expect_err(text)
+                .to_string();
             assert!(e.contains(expected), "{text:?}: {e}");
         }
     }

@@ -26,14 +26,13 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-/// Longest a client may take to finish its TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// What the loop bounds.
 #[derive(Debug, Clone)]
 pub struct ServeLimits {
     pub header_read_timeout: Duration,
     pub connections_per_peer_max: usize,
+    /// Longest a TLS handshake may take (it runs off the accept path).
+    pub handshake_timeout: Duration,
     /// Longest shutdown waits for open connections to finish.
     pub drain_deadline: Duration,
 }
@@ -121,6 +120,7 @@ pub async fn serve(
         let http = http.clone();
         let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
+        let handshake_timeout = limits.handshake_timeout;
         tokio::spawn(async move {
             let _slot = slot;
             match acceptor {
@@ -132,7 +132,7 @@ pub async fn serve(
                 }
                 Some(acceptor) => {
                     let tls =
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                             Ok(Ok(stream)) => stream,
                             Ok(Err(e)) => return log_handshake(peer, &e),
                             Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),

@@ -207,6 +207,14 @@ impl PhaseResult {
         }
     }
 
+    /// The mean latency in milliseconds.
+    pub fn mean_ms(&self) -> f64 {
+        if self.hist.is_empty() {
+            return 0.0;
+        }
+        self.hist.mean() / 1000.0
+    }
+
     /// A latency quantile in milliseconds.
     pub fn ms(&self, quantile: f64) -> f64 {
         if self.hist.is_empty() {

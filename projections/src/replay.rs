@@ -27,7 +27,8 @@ use ledger_store::{keyring, sealing, StoredEvent};
 
 /// Checkpoint row whose position counts completed replays (nodes clear caches on change).
 pub const REPLAY_GENERATION: &str = "replay:generation";
-/// Events folded per rebuild transaction.
+/// Events read per catch-up step unless configured (`replay_with`;
+/// LEDGER_REPLAY_CATCHUP_BATCH_MAX).
 pub const REPLAY_BATCH: i64 = 5000;
 const SUFFIX: &str = "_rebuild";
 
@@ -62,6 +63,19 @@ pub async fn replay(
     check_only: bool,
     show_progress: bool,
 ) -> Result<ReplayReport, StoreError> {
+    replay_with(pool, ctx, check_only, show_progress, REPLAY_BATCH).await
+}
+
+/// `replay`, catching up what the projector applied meanwhile `batch_max` events at a time
+/// (the part under the tables' lock reads that many per step).
+pub async fn replay_with(
+    pool: &PgPool,
+    ctx: &ProjectionContext,
+    check_only: bool,
+    show_progress: bool,
+    batch_max: i64,
+) -> Result<ReplayReport, StoreError> {
+    let batch_max = batch_max.max(1);
     let live = Tables::live();
     let fresh = Tables::with_suffix(SUFFIX);
     // Fresh tables without their indexes: rows go in by COPY, indexes are built once after.
@@ -100,10 +114,10 @@ pub async fn replay(
     // part done under the lock (which stops the projector) stays small.
     for _ in 0..CATCH_UP_ROUNDS_MAX {
         let live_now = live_checkpoint(pool).await?;
-        if live_now - at <= REPLAY_BATCH {
+        if live_now - at <= batch_max {
             break;
         }
-        at = rebuild_range(pool, ctx, &fresh, at, live_now, &bar).await?;
+        at = rebuild_range(pool, ctx, &fresh, (at, live_now), batch_max, &bar).await?;
     }
     bar.finish_and_clear();
 
@@ -124,7 +138,7 @@ pub async fn replay(
     // Bring the rebuild to exactly what the live tables include, so the comparison is fair;
     // in bounded batches, so memory stays bounded however far the projector got.
     while live_checkpoint > at {
-        let upto = (at + REPLAY_BATCH).min(live_checkpoint);
+        let upto = (at + batch_max).min(live_checkpoint);
         let events = store::read_range(pool, at, upto).await?;
         apply_events(&mut tx, ctx, &fresh, &events).await?;
         at = upto;
@@ -365,13 +379,13 @@ async fn rebuild_range(
     pool: &PgPool,
     ctx: &ProjectionContext,
     tables: &Tables,
-    from: i64,
-    upto: i64,
+    (from, upto): (i64, i64),
+    batch_max: i64,
     bar: &ProgressBar,
 ) -> Result<i64, StoreError> {
     let mut at = from;
     while at < upto {
-        let end = (at + REPLAY_BATCH).min(upto);
+        let end = (at + batch_max).min(upto);
         let events = store::read_range(pool, at, end).await?;
         let mut tx = pool.begin().await?;
         apply_events(&mut tx, ctx, tables, &events).await?;

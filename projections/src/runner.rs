@@ -23,12 +23,9 @@ use ledger_store::{self as store, leases, Fence, StoreError, StoredEvent};
 
 /// The PostgreSQL notification channel the projector announces its position on.
 pub const PROJECTED_CHANNEL: &str = "ledger_projected";
-/// How often a follower re-reads the checkpoints when no notification arrived (a missed one
-/// while its listener reconnected).
-pub const FOLLOW_POLL: Duration = Duration::from_secs(1);
-
-/// How often the runner looks at the log when nothing woke it (writes from other nodes).
-pub const IDLE_POLL: Duration = Duration::from_millis(200);
+/// How often the runner looks at the log when nothing woke it, unless configured
+/// (`Projector::idle_poll`; LEDGER_PROJECTOR_IDLE_POLL_MS).
+pub const IDLE_POLL_DEFAULT: Duration = Duration::from_millis(200);
 
 /// Test hook: makes the next N batches fail after writing to the tables and before commit,
 /// as a crash mid-batch would.
@@ -44,6 +41,9 @@ pub struct Projector {
     cache: ReadCache,
     applied: Arc<watch::Sender<i64>>,
     batch_max: i64,
+    /// How often the runner looks at the log when nothing woke it (writes from other nodes
+    /// are announced; this covers a missed announcement).
+    idle_poll: Duration,
     pub faults: Arc<Faults>,
     /// Last replay generation seen; a change means the tables were swapped under the cache.
     replay_generation: Arc<std::sync::atomic::AtomicI64>,
@@ -67,11 +67,17 @@ impl Projector {
             cache,
             applied: Arc::new(applied),
             batch_max,
+            idle_poll: IDLE_POLL_DEFAULT,
             faults: Arc::default(),
             replay_generation: Arc::new(std::sync::atomic::AtomicI64::new(-1)),
             invalidated: Arc::new(std::sync::atomic::AtomicI64::new(-1)),
             fence: None,
         }
+    }
+
+    /// This runner, looking at the log every `idle_poll` when nothing woke it.
+    pub fn idle_poll(self, idle_poll: Duration) -> Projector {
+        Projector { idle_poll, ..self }
     }
 
     /// This runner, writing only while `fence` is still the projector duty's lease.
@@ -220,7 +226,7 @@ impl Projector {
     }
 
     /// Runs until cancelled: applies batches while there is work, then sleeps until the
-    /// writer's head moves, another node's append is announced (`wake`), or `IDLE_POLL`
+    /// writer's head moves, another node's append is announced (`wake`), or `idle_poll`
     /// passes. `committed` is the local writer's handoff of committed batches.
     pub async fn run(
         self,
@@ -259,7 +265,7 @@ impl Projector {
                         _ = cancel.cancelled() => break,
                         _ = head_changed => {}
                         _ = wake.notified() => {}
-                        _ = tokio::time::sleep(IDLE_POLL) => {}
+                        _ = tokio::time::sleep(self.idle_poll) => {}
                     }
                 }
                 Err(StoreError::Fenced) => {
@@ -282,7 +288,7 @@ impl Projector {
 }
 
 /// Batches of committed events handed over by the local writer, kept until the projector's
-/// checkpoint reaches them. Bounded: the writer's channel keeps `COMMITTED_BATCHES_MAX`
+/// checkpoint reaches them. Bounded: the writer's channel keeps `WriterConfig::handoff_batches_max`
 /// batches, and a projector that lags beyond them reads the log instead.
 #[derive(Default)]
 struct Handoff {
@@ -329,7 +335,7 @@ impl Handoff {
 
 /// For nodes that serve the API without running the projector (`--role api`, or a node whose
 /// projector duty another node holds): follows the projection checkpoints — told of each new
-/// one by the projector's notification (`projected`), re-read every `FOLLOW_POLL` in case one
+/// one by the projector's notification (`projected`), re-read every `poll` in case one
 /// was missed — drops the local cache's entries for what the other node projected, and only
 /// then announces the position, so a read that waited for it never sees a stale entry.
 pub async fn follow_remote(
@@ -337,6 +343,7 @@ pub async fn follow_remote(
     cache: ReadCache,
     applied: Arc<watch::Sender<i64>>,
     mut projected: watch::Receiver<i64>,
+    poll: Duration,
     cancel: CancellationToken,
 ) {
     // The cache starts empty: nothing before the first checkpoint seen needs dropping, so a
@@ -387,10 +394,10 @@ pub async fn follow_remote(
             changed = projected.changed() => {
                 if changed.is_err() {
                     // No listener (it stopped): keep following by polling.
-                    tokio::time::sleep(FOLLOW_POLL).await;
+                    tokio::time::sleep(poll).await;
                 }
             }
-            _ = tokio::time::sleep(FOLLOW_POLL) => {}
+            _ = tokio::time::sleep(poll) => {}
         }
     }
 }

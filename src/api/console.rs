@@ -37,10 +37,6 @@ use crate::store::sessions::{self, NewSession, Session};
 pub const COOKIE: &str = "ledger_console";
 /// Where staff sign in (unsigned: the secret in the body is the credential).
 pub const SIGN_IN_PATH: &str = "/api/v1/console/sessions";
-/// Failed sign-ins are counted over this window (per key id and per address).
-pub const SIGNIN_WINDOW: Duration = Duration::from_secs(15 * 60);
-/// Live sessions one key may hold; signing in again beyond it ends the oldest.
-pub const SESSIONS_PER_KEY_MAX: i64 = 32;
 /// Random bytes of a session token and of a CSRF token (256 bits).
 const TOKEN_BYTES: usize = 32;
 /// Length of a token as base64url without padding.
@@ -232,7 +228,7 @@ async fn sign_in(
         &req.key_id,
         address.as_deref(),
         now,
-        SIGNIN_WINDOW,
+        limits.signin_window(),
         limits.signin_failures_max.max(1),
     )
     .await?
@@ -270,7 +266,7 @@ async fn sign_in(
     }
     sessions::clear_failures(&state.pool, &key.key_id).await?;
     let idle = Duration::from_secs(limits.console_idle_secs);
-    sessions::purge(&state.pool, now, idle, SIGNIN_WINDOW).await?;
+    sessions::purge(&state.pool, now, idle, limits.signin_window()).await?;
     // Signing in again from a browser that holds a session replaces it.
     if let Some(old) = cookie_token(&headers).filter(|t| well_formed(t)) {
         sessions::delete(&state.pool, &token_hash(&old)).await?;
@@ -288,7 +284,7 @@ async fn sign_in(
             created_at: now,
             expires_at,
         },
-        SESSIONS_PER_KEY_MAX,
+        limits.console_sessions_per_key_max.max(1),
     )
     .await?;
     tracing::info!(key_id = %key.key_id, role = key.role.name(), client_ip = address.as_deref().unwrap_or("-"), "console sign-in");

@@ -221,7 +221,8 @@ async fn reconcile_upload(
         ));
     }
     // Parsing a file of up to `upload_bytes_max` is CPU work: off the async threads.
-    let rows = tokio::task::spawn_blocking(move || reconcile::parse_file(&body[..]))
+    let lines_max = state.settings.limits.settlement_lines_max;
+    let rows = tokio::task::spawn_blocking(move || reconcile::parse_file(&body[..], lines_max))
         .await
         .map_err(|e| ApiError::Internal(format!("settlement parser: {e}")))?
         .map_err(|e| ApiError::BadRequest(format!("settlement file: {e}")))?;

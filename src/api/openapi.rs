@@ -24,6 +24,11 @@ use crate::domain::money::AMOUNT_MAJOR_UNITS_MAX;
 use crate::domain::payment::{GATEWAY_TEXT_CHARS_MAX, ID_TEXT_CHARS_MAX, REASON_CHARS_MAX};
 use crate::domain::{Currency, PaymentMethod};
 
+/// Real answers of the service (captured by `tests/it/contract.rs` with
+/// `LEDGER_CONTRACT_ANSWERS=FILE`), one per success envelope: the document's examples. The
+/// contract test validates each against its schema.
+const EXAMPLES: &str = include_str!("docs/examples.json");
+
 /// The error codes of each status (SPEC §5 "Errors"), with what each means.
 const ERROR_CODES: &[(u16, &[(u32, &str)])] = &[
     (
@@ -582,13 +587,18 @@ pub fn document(settings: &Settings) -> Value {
             _ => None,
         })
         .collect();
+    let examples: Value =
+        serde_json::from_str(EXAMPLES).expect("docs/examples.json is JSON (a unit test checks)");
     for name in envelopes {
-        schemas.insert(
-            format!("{name}Envelope"),
-            envelope(json!({ "$ref": schema_ref(name) })),
-        );
+        let mut schema = envelope(json!({ "$ref": schema_ref(name) }));
+        if let Some(example) = examples.get(name) {
+            schema["example"] = example.clone();
+        }
+        schemas.insert(format!("{name}Envelope"), schema);
     }
-    schemas.insert("NullEnvelope".into(), envelope(json!({ "type": "null" })));
+    let mut null = envelope(json!({ "type": "null" }));
+    null["example"] = examples["NullEnvelope"].clone();
+    schemas.insert("NullEnvelope".into(), null);
     schemas.insert("Error".into(), error_schema());
     schemas.insert("LivePaymentExists".into(), live_payment_exists());
     components.insert("securitySchemes".into(), security_schemes());
@@ -879,7 +889,10 @@ fn tighten_views(schemas: &mut Map<String, Value>) {
                 "payment_no" if component != "ReconcileItem" => Some(named("PaymentNo")),
                 "hash" | "prev_hash" | "head_hash" | "root_hash" => Some(named("Hash")),
                 "id" | "payment_id" | "event_id" => Some(uuid()),
-                "payment_url" | "return_url" | "url" | "pay_url" => {
+                // A return_url is stored as the client sent it: visible ASCII, not always a
+                // URI by RFC 3986.
+                "return_url" => Some(json!({ "type": "string" })),
+                "payment_url" | "url" | "pay_url" => {
                     Some(json!({ "type": "string", "format": "uri" }))
                 }
                 f if f.ends_with("_at") || f.ends_with("_time") => Some(date_time()),
@@ -1050,7 +1063,7 @@ fn answer_schemas() -> Vec<(&'static str, Value)> {
                     "failure_reason": { "type": ["string", "null"] },
                     "amount": named("AmountText"),
                     "currency": named("CurrencyCode"),
-                    "return_url": or_null(json!({ "type": "string", "format": "uri" })),
+                    "return_url": { "type": ["string", "null"] },
                     "position": int64(1),
                 }),
             ),
@@ -1487,11 +1500,7 @@ fn finish_operation(op: &mut Value, spec: &Operation, settings: &Settings) {
             } else {
                 error
             };
-            let example = json!({
-                "code": codes[0],
-                "message": example_message(codes[0]),
-                "data": null,
-            });
+            let example = example_error(spec, codes[0]);
             response["content"] =
                 json!({ "application/json": { "schema": schema, "example": example } });
         }
@@ -1536,28 +1545,86 @@ fn finish_operation(op: &mut Value, spec: &Operation, settings: &Settings) {
     }
 }
 
-/// The English message of an error code, for examples (what the service answers).
-fn example_message(code: u32) -> &'static str {
-    match code {
-        40001 => "size must be an integer from 1 to 100",
-        40101 => "bad signature",
-        40102 => "nonce already used",
-        40301 => "the key's role may not do this (needs operator)",
-        40401 => "no such payment",
-        40501 => "method not allowed on this route",
-        40901 => "only a successful payment can be refunded; this one is pending",
-        40902 => "refund 500.00 exceeds the refundable amount 100.00",
-        40903 => "idempotency key reused with a different body",
-        41301 => "request body is larger than 65536 bytes",
-        42901 => "a verification of the whole log is already running; try again shortly",
-        50001 => "internal error",
-        _ => "service temporarily unavailable; try again shortly",
-    }
+/// What the service answers with this code on this operation, for the examples (real
+/// messages, in English).
+fn example_error(spec: &Operation, code: u32) -> Value {
+    let roles = match spec.id {
+        "create_payment" => "client or operator",
+        "refund_payment" => "operator",
+        "payment_status" | "payment_history" => "client or operator or auditor or finance",
+        "list_payments" | "payment_detail" => "operator or auditor or finance",
+        "payment_events" => "auditor or operator",
+        "ledger_totals" | "ledger_daily" | "reconcile_settlement" => "finance",
+        "portal_link" => "client",
+        _ => "auditor",
+    };
+    let message = match (code, spec.id) {
+        (40001, "reconcile_settlement") => {
+            "Content-Type must be text/csv (the settlement file)".to_owned()
+        }
+        (40001, "list_payments" | "payment_history") => {
+            "size must be an integer from 1 to 100".to_owned()
+        }
+        (40001, _) if spec.method == "post" => {
+            "request body is empty; expected a JSON object".to_owned()
+        }
+        (40001, _) => "unknown query parameter \"pgae\"".to_owned(),
+        (40101, "console_sign_in") => "wrong key id or secret".to_owned(),
+        (40101, "console_session" | "console_sign_out") => {
+            "no live console session (expired or signed out); sign in again".to_owned()
+        }
+        (40101, "portal_session") => "the portal link has expired or is not valid".to_owned(),
+        (40101, _) => "bad signature".to_owned(),
+        (40102, _) => "timestamp is more than 300 s from the server clock".to_owned(),
+        (40301, "console_sign_in") => "client keys cannot sign in to the console".to_owned(),
+        (40301, "console_session" | "console_sign_out") => {
+            "missing or wrong X-CSRF-Token for this session".to_owned()
+        }
+        (40301, "portal_session") => "only a member portal link has a portal session".to_owned(),
+        (40301, "gateway_notify") => {
+            "only the gateway itself may send its notifications".to_owned()
+        }
+        (40301, _) => format!("the key's role may not do this (needs {roles})"),
+        (40401, _) => "no such payment".to_owned(),
+        (40501, _) => "method not allowed on this route".to_owned(),
+        (40901, "signed_digest") => {
+            "the log fails verification at position 7: refusing to sign it".to_owned()
+        }
+        (40901, "create_payment") => "order already has a live payment".to_owned(),
+        (40901, _) => "only a successful payment can be refunded; this one is pending".to_owned(),
+        (40902, _) => "refund 500.00 exceeds the refundable amount 100.00".to_owned(),
+        (40903, _) => "idempotency key reused with a different body".to_owned(),
+        (41301, "reconcile_settlement") => "request body is larger than 8388608 bytes".to_owned(),
+        (41301, _) => "request body is larger than 65536 bytes".to_owned(),
+        (42901, "console_sign_in") => "too many failed sign-ins; try again later".to_owned(),
+        (42901, _) => {
+            "a verification of the whole log is already running; try again shortly".to_owned()
+        }
+        (50001, _) => "internal error".to_owned(),
+        _ => "service temporarily unavailable; try again shortly".to_owned(),
+    };
+    let data = if (code, spec.id) == (40901, "create_payment") {
+        json!({ "payment_id": "0193a5b2-c3d4-7e8f-9a0b-1c2d3e4f5a6b" })
+    } else {
+        Value::Null
+    };
+    json!({ "code": code, "message": message, "data": data })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_success_answer_has_a_real_example() {
+        let examples: Value = serde_json::from_str(EXAMPLES).expect("examples.json is JSON");
+        for op in OPERATIONS {
+            if let Answer::Data(name) = op.answer {
+                assert!(examples.get(name).is_some(), "no example for {name}");
+                assert_eq!(examples[name]["code"], 0, "{name}");
+            }
+        }
+    }
 
     #[test]
     fn amount_patterns_bound_the_scale_and_the_size() {

@@ -13,9 +13,6 @@ use serde_json::json;
 use super::envelope::{self, json_response};
 use super::AppState;
 
-/// Projection lag (in events) beyond which the node reports not ready.
-pub const READY_LAG_EVENTS_MAX: i64 = 10_000;
-
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/healthz", get(healthz))
@@ -59,7 +56,8 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
             .map(|published| (head - published).max(0)),
         _ => None,
     };
-    let ready = db_ok && bus_ok.unwrap_or(true) && lag <= READY_LAG_EVENTS_MAX;
+    let ready =
+        db_ok && bus_ok.unwrap_or(true) && lag <= state.settings.limits.ready_lag_events_max;
     let data = json!({
         "ready": ready,
         "database": db_ok,

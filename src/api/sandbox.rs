@@ -33,9 +33,6 @@ use crate::domain::{Payment, PaymentMethod, PaymentStatus};
 use crate::gateway::sandbox::OrderState;
 use crate::signing;
 
-/// How long a rendered pay page's token stays usable.
-const TOKEN_TTL_SECS: i64 = 15 * 60;
-
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/sandbox/pay/{payment_no}", get(page).post(act))
@@ -238,7 +235,7 @@ fn mac(key: &[u8], payment_no: &str, expires: i64, nonce: &str) -> String {
 
 /// A one-time token for one rendering of one payment's page: `{expires}.{nonce}.{mac}`.
 fn issue_token(state: &AppState, payment_no: &str) -> String {
-    let expires = state.clock.now().timestamp() + TOKEN_TTL_SECS;
+    let expires = state.clock.now().timestamp() + state.settings.limits.sandbox_token_ttl_secs;
     let nonce = signing::new_nonce();
     format!(
         "{expires}.{nonce}.{}",

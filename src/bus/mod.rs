@@ -27,10 +27,9 @@ use crate::store::{self, StoreError, StoredEvent};
 
 /// Checkpoint name of the relay.
 pub const RELAY_CHECKPOINT: &str = "relay:nats";
-/// How long JetStream gets to acknowledge a publish before the batch is retried.
-pub const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(3);
-/// JetStream's de-duplication window (SPEC §11: at least 2 minutes).
-pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// The shortest de-duplication window the stream may have (SPEC §11: at least 2 minutes);
+/// the service creates its stream with LEDGER_NATS_DUPLICATE_WINDOW_SECS.
+pub const DUPLICATE_WINDOW_MIN: Duration = Duration::from_secs(120);
 
 #[derive(Clone)]
 pub struct NatsBus {
@@ -75,7 +74,7 @@ impl NatsBus {
             .await
             .map_err(nats_err)?;
         let mut js = jetstream::new(client.clone());
-        js.set_timeout(PUBLISH_ACK_TIMEOUT);
+        js.set_timeout(settings.ack_timeout);
         Ok(NatsBus {
             client,
             jetstream: js,
@@ -104,7 +103,7 @@ impl NatsBus {
             .get_or_create_stream(stream::Config {
                 name: self.settings.stream.clone(),
                 subjects: vec![self.subjects()],
-                duplicate_window: DUPLICATE_WINDOW,
+                duplicate_window: self.settings.duplicate_window,
                 storage: stream::StorageType::File,
                 num_replicas: self.settings.replicas as usize,
                 ..Default::default()

@@ -16,8 +16,6 @@
 //! Must not: hand-write any signature or format (the wire crate owns them), or decide what a
 //! payment becomes (the domain does, from notifications and these outcomes).
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use ledger_wire::alipay::{
     verify_response, ApiFailure, ApiOutcome, Merchant, OpenApiRequest, PayOrder, PayProduct,
@@ -40,8 +38,6 @@ pub const NOTIFY_PATH: &str = "/api/v1/gateways/alipay/notify/rsa2";
 pub const CURRENCY: &str = "CNY";
 /// `sub_code` of a close or refund on a trade in the wrong state (paid, closed, finished).
 pub const SUB_CODE_TRADE_STATUS_ERROR: &str = "ACQ.TRADE_STATUS_ERROR";
-/// Longest Alipay answer read, in bytes: its answers are a few hundred bytes.
-pub const ANSWER_BYTES_MAX: usize = 64 * 1024;
 
 /// The Alipay gateway.
 pub struct Alipay {
@@ -51,6 +47,9 @@ pub struct Alipay {
     /// LEDGER_PUBLIC_URL: where Alipay sends notifications and the payer back.
     public_url: String,
     http: reqwest::Client,
+    /// Longest answer read, in bytes (LEDGER_GATEWAY_ANSWER_BYTES_MAX): Alipay's are a few
+    /// hundred bytes.
+    answer_bytes_max: usize,
 }
 
 impl std::fmt::Debug for Alipay {
@@ -66,8 +65,9 @@ impl Alipay {
     pub fn new(
         settings: &AlipaySettings,
         public_url: &str,
-        call_timeout: Duration,
+        limits: &crate::config::Limits,
     ) -> Result<Self, reqwest::Error> {
+        let call_timeout = limits.gateway_call_timeout();
         Ok(Self {
             merchant: Merchant {
                 app_id: settings.app_id.clone(),
@@ -80,6 +80,7 @@ impl Alipay {
                 .timeout(call_timeout)
                 .connect_timeout(call_timeout)
                 .build()?,
+            answer_bytes_max: limits.gateway_answer_bytes_max,
         })
     }
 
@@ -131,7 +132,7 @@ impl Alipay {
             .map_err(|e| transport_error(&e))?;
         let status = answer.status();
         let body = answer.bytes().await.map_err(|e| transport_error(&e))?;
-        if !status.is_success() || body.len() > ANSWER_BYTES_MAX {
+        if !status.is_success() || body.len() > self.answer_bytes_max {
             tracing::warn!(
                 method = request.method(),
                 status = status.as_u16(),

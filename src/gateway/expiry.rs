@@ -24,10 +24,6 @@ use crate::duties::Lease;
 use crate::projections::queues::{self, ExpiredPayment};
 use crate::service::{Bookkeeping, CommandService, Meta};
 
-/// How often expired payments are looked for.
-pub const POLL: Duration = Duration::from_secs(1);
-/// Payments expired per pass.
-pub const BATCH_MAX: i64 = 100;
 /// The failure reason of an expired payment.
 pub const EXPIRED: &str = "expired";
 
@@ -37,6 +33,11 @@ pub struct ExpiryDriver {
     pub commands: CommandService,
     pub gateways: Arc<Gateways>,
     pub ttl: Duration,
+    /// Payments expired per pass (LEDGER_DRIVER_BATCH_MAX).
+    pub batch_max: i64,
+    /// How often expired payments are looked for.
+    pub poll: Duration,
+    pub backoff_base: Duration,
     pub backoff_max: Duration,
     /// The position the read tables include (the projector's, wherever it runs).
     pub applied: watch::Receiver<i64>,
@@ -54,7 +55,7 @@ impl ExpiryDriver {
             }
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep(POLL) => {}
+                _ = tokio::time::sleep(self.poll) => {}
             }
         }
         tracing::info!("expiry driver stopped");
@@ -69,7 +70,7 @@ impl ExpiryDriver {
     ) -> Result<usize, anyhow::Error> {
         let now = Utc::now();
         let cutoff = now - chrono::Duration::from_std(self.ttl)?;
-        let due = queues::expired_pending(&self.pool, cutoff, now, BATCH_MAX).await?;
+        let due = queues::expired_pending(&self.pool, cutoff, now, self.batch_max).await?;
         let still_due: HashSet<Uuid> = due.iter().map(|p| p.payment_id).collect();
         expired.retain(|id| still_due.contains(id));
         let todo: Vec<&ExpiredPayment> = due
@@ -142,7 +143,7 @@ impl ExpiryDriver {
     }
 
     async fn postpone(&self, p: &ExpiredPayment, why: &str) {
-        let wait = super::refunds::backoff(p.attempts, self.backoff_max);
+        let wait = super::refunds::backoff(p.attempts, self.backoff_base, self.backoff_max);
         let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
         if let Err(e) = queues::postpone_expiry(&self.pool, p.payment_id, next, why).await {
             tracing::warn!(payment_no = %p.payment_no, error = %e, "could not reschedule the expiry");

@@ -33,13 +33,6 @@ use crate::duties::Lease;
 use crate::projections::queues::{self, DueRefund};
 use crate::service::{Bookkeeping, CommandService, Meta};
 
-/// Longest the driver sleeps when nothing woke it and nothing is due sooner.
-pub const IDLE_MAX: Duration = Duration::from_secs(1);
-/// Refunds taken from the queue per pass.
-pub const BATCH_MAX: i64 = 100;
-/// First wait after an unknown outcome; it doubles per attempt up to the configured maximum.
-pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
-
 /// What the driver needs.
 #[derive(Clone)]
 pub struct RefundDriver {
@@ -47,6 +40,12 @@ pub struct RefundDriver {
     pub commands: CommandService,
     pub gateways: Arc<Gateways>,
     pub concurrency_max: usize,
+    /// Refunds taken from the queue per pass (LEDGER_DRIVER_BATCH_MAX).
+    pub batch_max: i64,
+    /// Longest the driver sleeps when nothing woke it and nothing is due sooner.
+    pub poll: Duration,
+    /// First wait after an unknown outcome; it doubles per attempt up to `backoff_max`.
+    pub backoff_base: Duration,
     pub backoff_max: Duration,
     /// The position the read tables include (the projector's, wherever it runs).
     pub applied: watch::Receiver<i64>,
@@ -84,8 +83,8 @@ impl RefundDriver {
             Ok(Some(at)) => (at - Utc::now())
                 .to_std()
                 .unwrap_or(Duration::ZERO)
-                .clamp(Duration::from_millis(20), IDLE_MAX),
-            _ => IDLE_MAX,
+                .clamp(Duration::from_millis(20), self.poll),
+            _ => self.poll,
         }
     }
 
@@ -95,7 +94,7 @@ impl RefundDriver {
         lease: Option<&Lease>,
         recorded: &mut Recorded,
     ) -> Result<usize, anyhow::Error> {
-        let due = queues::due_refunds(&self.pool, Utc::now(), BATCH_MAX).await?;
+        let due = queues::due_refunds(&self.pool, Utc::now(), self.batch_max).await?;
         if let Ok((depth, oldest)) = queues::refund_queue_depth(&self.pool).await {
             metrics::gauge!("ledger_refund_queue_depth").set(depth as f64);
             metrics::gauge!("ledger_refund_queue_oldest_seconds").set(oldest);
@@ -202,7 +201,7 @@ impl RefundDriver {
     }
 
     async fn postpone(&self, r: &DueRefund, why: &str) {
-        let wait = backoff(r.attempts, self.backoff_max);
+        let wait = backoff(r.attempts, self.backoff_base, self.backoff_max);
         let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
         if let Err(e) = queues::postpone_refund(&self.pool, r.refund_id, next, why).await {
             tracing::warn!(refund_no = %r.refund_no, error = %e, "could not reschedule the refund");
@@ -210,10 +209,9 @@ impl RefundDriver {
     }
 }
 
-/// The wait before attempt `attempts + 1`: doubling from `BACKOFF_BASE`, at most `max`.
-pub fn backoff(attempts: i32, max: Duration) -> Duration {
-    BACKOFF_BASE
-        .saturating_mul(1u32 << attempts.clamp(0, 20) as u32)
+/// The wait before attempt `attempts + 1`: doubling from `base`, at most `max`.
+pub fn backoff(attempts: i32, base: Duration, max: Duration) -> Duration {
+    base.saturating_mul(1u32 << attempts.clamp(0, 20) as u32)
         .min(max)
 }
 
@@ -223,10 +221,14 @@ mod tests {
 
     #[test]
     fn backoff_doubles_per_attempt_and_stops_at_the_maximum() {
-        let max = Duration::from_secs(300);
-        assert_eq!(backoff(0, max), Duration::from_secs(1));
-        assert_eq!(backoff(3, max), Duration::from_secs(8));
-        assert_eq!(backoff(30, max), max);
-        assert_eq!(backoff(-1, max), Duration::from_secs(1));
+        let (base, max) = (Duration::from_secs(1), Duration::from_secs(300));
+        assert_eq!(backoff(0, base, max), Duration::from_secs(1));
+        assert_eq!(backoff(3, base, max), Duration::from_secs(8));
+        assert_eq!(backoff(30, base, max), max);
+        assert_eq!(backoff(-1, base, max), Duration::from_secs(1));
+        assert_eq!(
+            backoff(2, Duration::from_millis(250), max),
+            Duration::from_secs(1)
+        );
     }
 }

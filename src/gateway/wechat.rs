@@ -40,12 +40,8 @@ use crate::domain::Money;
 pub const NOTIFY_PATH: &str = "/api/v1/gateways/wechat/notify/v3";
 /// The only currency the ledger places WeChat Pay orders in.
 pub const CURRENCY: &str = "CNY";
-/// Code URLs remembered for the checkout (oldest forgotten first).
-pub const CODE_URLS_MAX: u64 = 100_000;
 /// How long a Native order's `code_url` is valid at WeChat Pay.
 pub const CODE_URL_TTL: Duration = Duration::from_secs(2 * 3600);
-/// Longest WeChat Pay answer read, in bytes.
-pub const ANSWER_BYTES_MAX: usize = 64 * 1024;
 /// Error code of a request WeChat Pay wants sent again later.
 pub const ERROR_FREQUENCY_LIMITED: &str = "FREQUENCY_LIMITED";
 /// Error code of an order that was closed.
@@ -154,6 +150,8 @@ pub struct Wechat {
     http: reqwest::Client,
     /// payment_no → code_url of its Native order.
     code_urls: moka::sync::Cache<String, String>,
+    /// Longest answer read, in bytes (LEDGER_GATEWAY_ANSWER_BYTES_MAX).
+    answer_bytes_max: usize,
 }
 
 impl std::fmt::Debug for Wechat {
@@ -169,8 +167,9 @@ impl Wechat {
     pub fn new(
         settings: &WechatSettings,
         public_url: &str,
-        call_timeout: Duration,
+        limits: &crate::config::Limits,
     ) -> Result<Self, reqwest::Error> {
+        let call_timeout = limits.gateway_call_timeout();
         Ok(Self {
             merchant: Merchant {
                 mchid: settings.mchid.clone(),
@@ -186,9 +185,11 @@ impl Wechat {
                 .connect_timeout(call_timeout)
                 .build()?,
             code_urls: moka::sync::Cache::builder()
-                .max_capacity(CODE_URLS_MAX)
+                // Remembered for the checkout, oldest forgotten first.
+                .max_capacity(limits.wechat_code_urls_max)
                 .time_to_live(CODE_URL_TTL)
                 .build(),
+            answer_bytes_max: limits.gateway_answer_bytes_max,
         })
     }
 
@@ -231,7 +232,7 @@ impl Wechat {
         let status = answer.status().as_u16();
         let headers = answer.headers().clone();
         let body = answer.bytes().await.map_err(|e| transport_error(&e))?;
-        if body.len() > ANSWER_BYTES_MAX {
+        if body.len() > self.answer_bytes_max {
             return Err(GatewayError::Timeout);
         }
         let signed =

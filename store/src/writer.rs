@@ -53,6 +53,9 @@ pub struct WriterConfig {
     pub lock_timeout: Duration,
     /// Longest any statement of an append transaction runs (`statement_timeout`).
     pub statement_timeout: Duration,
+    /// Committed batches kept for slow subscribers (the local projector); one that falls
+    /// further behind is told it lagged and reads the log instead.
+    pub handoff_batches_max: usize,
 }
 
 impl Default for WriterConfig {
@@ -62,6 +65,7 @@ impl Default for WriterConfig {
             queue_max: 8192,
             lock_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(10),
+            handoff_batches_max: 1024,
         }
     }
 }
@@ -79,10 +83,6 @@ pub struct Writer {
     committed: broadcast::Sender<Arc<[StoredEvent]>>,
 }
 
-/// Committed batches kept for slow subscribers; one that falls further behind is told it
-/// lagged and reads the log instead.
-pub const COMMITTED_BATCHES_MAX: usize = 1024;
-
 impl Writer {
     /// Starts the writer task. It runs until `cancel` fires and the queue is drained.
     pub fn spawn(
@@ -94,7 +94,7 @@ impl Writer {
     ) -> Writer {
         let (queue, rx) = mpsc::channel(config.queue_max);
         let (head_tx, head) = watch::channel(initial_head);
-        let (committed, _) = broadcast::channel(COMMITTED_BATCHES_MAX);
+        let (committed, _) = broadcast::channel(config.handoff_batches_max.max(1));
         tracker.spawn(run(pool, config, rx, head_tx, committed.clone(), cancel));
         Writer {
             queue,

@@ -17,6 +17,7 @@ mod contract;
 mod crash;
 mod event_log;
 mod first_ten_minutes;
+mod fold_agreement;
 mod gateway;
 mod metrics;
 mod money_safety;

@@ -200,7 +200,7 @@ async fn a_settlement_file_of_thousands_of_lines_reports_every_kind_of_differenc
     reconcile::write_file(&path, &file).expect("write the file");
     let pool = app.pool().await;
     let mut out = Vec::new();
-    let status = reconcile::run(&pool, &path, Format::Json, None, None, &mut out)
+    let status = reconcile::run(&pool, &path, 100_000, Format::Json, None, None, &mut out)
         .await
         .expect("reconcile");
     assert_eq!(status, reconcile::EXIT_MISMATCH);
@@ -319,7 +319,7 @@ async fn the_demo_drives_every_path_and_then_verifies_and_reconciles_cleanly() {
     assert_eq!(summary.exit_code(), 0);
     assert!(text.contains("everything matches"), "{text}");
     // The settlement file holds every paid payment and every confirmed refund.
-    let rows = reconcile::read_file(&settlement).expect("the demo's file parses");
+    let rows = reconcile::read_file(&settlement, 1_000_000).expect("the demo's file parses");
     assert_eq!(rows.iter().filter(|r| r.kind == Kind::Payment).count(), 48);
     assert_eq!(rows.iter().filter(|r| r.kind == Kind::Refund).count(), 12);
     // The log agrees: six failed, six pending, twelve refunds, duplicates appended nothing.
