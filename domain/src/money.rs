@@ -83,7 +83,22 @@ pub fn parse_decimal(text: &str) -> Result<Decimal, DomainError> {
         .bytes()
         .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'+');
     if plain {
-        Decimal::from_str_exact(text).map_err(|_| bad())
+        // Zeros after the last significant decimal carry no value, and may be more than a
+        // decimal's 28 places hold: dropped before parsing, so "1.50" + 60 zeros is 1.5.
+        let text = match text.split_once('.') {
+            Some((int, fraction)) if !fraction.is_empty() => {
+                let kept = fraction.trim_end_matches('0');
+                if kept.is_empty() {
+                    std::borrow::Cow::Owned(int.to_owned())
+                } else if kept.len() < fraction.len() {
+                    std::borrow::Cow::Owned(format!("{int}.{kept}"))
+                } else {
+                    std::borrow::Cow::Borrowed(text)
+                }
+            }
+            _ => std::borrow::Cow::Borrowed(text),
+        };
+        Decimal::from_str_exact(&text).map_err(|_| bad())
     } else if text.bytes().any(|b| b == b'e' || b == b'E') {
         Decimal::from_scientific(text).map_err(|_| bad())
     } else {
@@ -147,6 +162,23 @@ mod tests {
     }
     fn jpy() -> Currency {
         Currency::from_code("JPY").expect("JPY is in the table")
+    }
+
+    #[test]
+    fn zeros_after_the_last_significant_decimal_never_overflow_a_decimal() {
+        let long = format!("999999999999.99{}", "0".repeat(48));
+        assert_eq!(long.len(), 63);
+        assert_eq!(
+            Money::parse(&long, cny()).unwrap().amount().to_string(),
+            "999999999999.99"
+        );
+        let whole = format!("1000000000000.{}", "0".repeat(40));
+        assert_eq!(
+            Money::parse(&whole, jpy()).unwrap().amount().to_string(),
+            "1000000000000"
+        );
+        assert!(Money::parse(&format!("1.001{}", "0".repeat(30)), cny()).is_err());
+        assert!(parse_decimal(&"1".repeat(40)).is_err());
     }
 
     #[test]
