@@ -83,6 +83,34 @@ describe('checkout page', () => {
     r.wrapper.unmount()
   })
 
+  it('shows a WeChat Pay code_url as a QR code to scan and a link that opens the app', async () => {
+    const code = 'weixin://wxpay/bizpayurl?pr=AbC123xyz'
+    const { wrapper } = await open('/checkout/P1', () => checkout('pending', { pay_url: code }), 'zh')
+    await flushPromises()
+    await new Promise((resolve) => setTimeout(resolve, 0))
+    await flushPromises()
+    const img = wrapper.find('[data-testid="checkout-qr"]')
+    expect(img.exists()).toBe(true)
+    const src = img.attributes('src') ?? ''
+    expect(src.startsWith('data:image/svg+xml;charset=utf-8,')).toBe(true)
+    const svg = decodeURIComponent(src.slice(src.indexOf(',') + 1))
+    expect(svg).toContain('<svg')
+    expect(svg).toContain('<path')
+    expect(img.attributes('alt')).toBe('本笔支付的微信支付二维码')
+    expect(wrapper.find('[data-testid="checkout-scan"]').text()).toBe('请使用微信扫描二维码完成支付。')
+    expect(wrapper.find('[data-testid="checkout-open-app"]').attributes('href')).toBe(code)
+    expect(wrapper.find('[data-testid="checkout-pay"]').exists()).toBe(false)
+    wrapper.unmount()
+  })
+
+  it('offers no way on for a pay url it cannot follow safely', async () => {
+    const { wrapper } = await open('/checkout/P1', () => checkout('pending', { pay_url: 'javascript:alert(1)' }))
+    expect(wrapper.find('[data-testid="checkout-pay"]').exists()).toBe(false)
+    expect(wrapper.find('[data-testid="checkout-qr"]').exists()).toBe(false)
+    expect(wrapper.find('[data-testid="checkout-open-app"]').exists()).toBe(false)
+    wrapper.unmount()
+  })
+
   it('does not link to a javascript: return url', async () => {
     const { wrapper } = await open('/checkout/P1', () =>
       checkout('failed', { failure_reason: 'expired', return_url: 'javascript:alert(1)' }),
