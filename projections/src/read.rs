@@ -155,10 +155,15 @@ impl Cursor {
         )
     }
 
+    /// A time outside years 1–9999 is clamped to them: every payment lies within, so the
+    /// page is the same, and PostgreSQL cannot compare a timestamp beyond its own range.
     pub fn decode(text: &str) -> Option<Cursor> {
+        const FIRST: i64 = -62_135_596_800_000_000; // 0001-01-01T00:00:00Z
+        const LAST: i64 = 253_402_300_799_999_999; // 9999-12-31T23:59:59.999999Z
         let (micros, id) = text.split_once('_')?;
+        let micros: i64 = micros.parse().ok()?;
         Some(Cursor {
-            created_at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+            created_at: DateTime::from_timestamp_micros(micros.clamp(FIRST, LAST))?,
             id: Uuid::try_parse(id).ok()?,
         })
     }
@@ -599,4 +604,25 @@ pub fn detail_from_events(
         )
     }));
     Ok(view.map(|v| PaymentDetail::from_view(&v, payer)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_round_trips_and_far_times_are_clamped_to_years_1_to_9999() {
+        let c = Cursor {
+            created_at: DateTime::from_timestamp_micros(1_796_030_532_123_456).unwrap(),
+            id: Uuid::from_u128(7),
+        };
+        assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        let id = "7efdc5da85bf6e5bb96a0ed8d3100abd";
+        let early = Cursor::decode(&format!("-600095923697145994_{id}")).unwrap();
+        assert_eq!(early.created_at.to_rfc3339(), "0001-01-01T00:00:00+00:00");
+        let late = Cursor::decode(&format!("999999999999999999_{id}")).unwrap();
+        assert_eq!(late.created_at.timestamp_micros(), 253_402_300_799_999_999);
+        assert_eq!(Cursor::decode("12_not-an-id"), None);
+        assert_eq!(Cursor::decode(&format!("1e5_{id}")), None);
+    }
 }
