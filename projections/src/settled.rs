@@ -27,6 +27,38 @@ pub struct LedgerRefund {
     pub updated_at: DateTime<Utc>,
 }
 
+/// payment_no, amount, status, payment_time.
+type PaymentRow = (String, Decimal, i32, Option<DateTime<Utc>>);
+/// refund_no, payment_no, amount, status, updated_at.
+type RefundRow = (String, String, Decimal, i32, DateTime<Utc>);
+
+fn payments_of(rows: Vec<PaymentRow>) -> Vec<LedgerPayment> {
+    rows.into_iter()
+        .filter_map(|(payment_no, amount, status, paid_at)| {
+            Some(LedgerPayment {
+                payment_no,
+                amount,
+                status: PaymentStatus::from_code(status as i16)?,
+                paid_at,
+            })
+        })
+        .collect()
+}
+
+fn refunds_of(rows: Vec<RefundRow>) -> Vec<LedgerRefund> {
+    rows.into_iter()
+        .filter_map(|(refund_no, payment_no, amount, status, updated_at)| {
+            Some(LedgerRefund {
+                refund_no,
+                payment_no,
+                amount,
+                status: RefundStatus::from_code(status as i16)?,
+                updated_at,
+            })
+        })
+        .collect()
+}
+
 /// The ledger's payments and refunds, optionally bounded to a period (payment time, refund
 /// confirmation time); unsettled ones are always included, so a file line naming one is a
 /// status mismatch rather than missing.
@@ -35,7 +67,7 @@ pub async fn load(
     start: Option<DateTime<Utc>>,
     end: Option<DateTime<Utc>>,
 ) -> Result<(Vec<LedgerPayment>, Vec<LedgerRefund>), sqlx::Error> {
-    let rows: Vec<(String, Decimal, i32, Option<DateTime<Utc>>)> = sqlx::query_as(
+    let rows: Vec<PaymentRow> = sqlx::query_as(
         "SELECT payment_no, amount, status, payment_time FROM payments \
          WHERE payment_time IS NULL \
             OR (($1::timestamptz IS NULL OR payment_time >= $1) \
@@ -45,18 +77,8 @@ pub async fn load(
     .bind(end)
     .fetch_all(pool)
     .await?;
-    let payments = rows
-        .into_iter()
-        .filter_map(|(payment_no, amount, status, paid_at)| {
-            Some(LedgerPayment {
-                payment_no,
-                amount,
-                status: PaymentStatus::from_code(status as i16)?,
-                paid_at,
-            })
-        })
-        .collect();
-    let rows: Vec<(String, String, Decimal, i32, DateTime<Utc>)> = sqlx::query_as(
+    let payments = payments_of(rows);
+    let rows: Vec<RefundRow> = sqlx::query_as(
         "SELECT r.refund_no, p.payment_no, r.amount, r.status, r.updated_at \
          FROM payment_refunds r JOIN payments p ON p.id = r.payment_id \
          WHERE r.status <> 1 \
@@ -67,18 +89,7 @@ pub async fn load(
     .bind(end)
     .fetch_all(pool)
     .await?;
-    let refunds = rows
-        .into_iter()
-        .filter_map(|(refund_no, payment_no, amount, status, updated_at)| {
-            Some(LedgerRefund {
-                refund_no,
-                payment_no,
-                amount,
-                status: RefundStatus::from_code(status as i16)?,
-                updated_at,
-            })
-        })
-        .collect();
+    let refunds = refunds_of(rows);
     Ok((payments, refunds))
 }
 
@@ -88,25 +99,15 @@ pub async fn load_named(
     pool: &PgPool,
     payment_nos: &[String],
 ) -> Result<(Vec<LedgerPayment>, Vec<LedgerRefund>), sqlx::Error> {
-    let rows: Vec<(String, Decimal, i32, Option<DateTime<Utc>>)> = sqlx::query_as(
+    let rows: Vec<PaymentRow> = sqlx::query_as(
         "SELECT payment_no, amount, status, payment_time FROM payments \
          WHERE payment_no = ANY($1)",
     )
     .bind(payment_nos)
     .fetch_all(pool)
     .await?;
-    let payments = rows
-        .into_iter()
-        .filter_map(|(payment_no, amount, status, paid_at)| {
-            Some(LedgerPayment {
-                payment_no,
-                amount,
-                status: PaymentStatus::from_code(status as i16)?,
-                paid_at,
-            })
-        })
-        .collect();
-    let rows: Vec<(String, String, Decimal, i32, DateTime<Utc>)> = sqlx::query_as(
+    let payments = payments_of(rows);
+    let rows: Vec<RefundRow> = sqlx::query_as(
         "SELECT r.refund_no, p.payment_no, r.amount, r.status, r.updated_at \
          FROM payment_refunds r JOIN payments p ON p.id = r.payment_id \
          WHERE p.payment_no = ANY($1)",
@@ -114,17 +115,6 @@ pub async fn load_named(
     .bind(payment_nos)
     .fetch_all(pool)
     .await?;
-    let refunds = rows
-        .into_iter()
-        .filter_map(|(refund_no, payment_no, amount, status, updated_at)| {
-            Some(LedgerRefund {
-                refund_no,
-                payment_no,
-                amount,
-                status: RefundStatus::from_code(status as i16)?,
-                updated_at,
-            })
-        })
-        .collect();
+    let refunds = refunds_of(rows);
     Ok((payments, refunds))
 }
