@@ -67,7 +67,6 @@ impl Alipay {
         public_url: &str,
         limits: &crate::config::Limits,
     ) -> Result<Self, reqwest::Error> {
-        let call_timeout = limits.gateway_call_timeout();
         Ok(Self {
             merchant: Merchant {
                 app_id: settings.app_id.clone(),
@@ -76,10 +75,7 @@ impl Alipay {
             alipay_key: settings.alipay_public_key.clone(),
             gateway_url: settings.gateway_url.clone(),
             public_url: public_url.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::builder()
-                .timeout(call_timeout)
-                .connect_timeout(call_timeout)
-                .build()?,
+            http: super::vendor_http(limits)?,
             answer_bytes_max: limits.gateway_answer_bytes_max,
         })
     }
@@ -131,16 +127,18 @@ impl Alipay {
             .await
             .map_err(|e| transport_error(&e))?;
         let status = answer.status();
-        let body = answer.bytes().await.map_err(|e| transport_error(&e))?;
-        if !status.is_success() || body.len() > self.answer_bytes_max {
+        let body = super::read_bounded(answer, self.answer_bytes_max)
+            .await
+            .map_err(|e| transport_error(&e))?;
+        let Some(body) = body.filter(|_| status.is_success()) else {
             tracing::warn!(
                 method = request.method(),
                 status = status.as_u16(),
-                bytes = body.len(),
-                "alipay answered outside its protocol; outcome unknown"
+                bytes_max = self.answer_bytes_max,
+                "alipay answered outside its protocol (a failure status or too long); outcome unknown"
             );
             return Err(GatewayError::Timeout);
-        }
+        };
         let text = std::str::from_utf8(&body).map_err(|_| GatewayError::Timeout)?;
         verify_response(text, request.method(), &self.alipay_key).map_err(|e| {
             // Unsigned or unverifiable: it proves nothing either way.

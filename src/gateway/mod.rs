@@ -116,6 +116,37 @@ pub(crate) fn transport_error(e: &reqwest::Error) -> GatewayError {
     }
 }
 
+/// The HTTP client a real gateway calls its vendor with: each call and each connect bounded by
+/// LEDGER_GATEWAY_CALL_TIMEOUT_MS.
+pub(crate) fn vendor_http(
+    limits: &crate::config::Limits,
+) -> Result<reqwest::Client, reqwest::Error> {
+    let call_timeout = limits.gateway_call_timeout();
+    reqwest::Client::builder()
+        .timeout(call_timeout)
+        .connect_timeout(call_timeout)
+        .build()
+}
+
+/// Reads a vendor's answer, at most `max` bytes of it: a longer one is `None` and is never
+/// held whole in memory (LEDGER_GATEWAY_ANSWER_BYTES_MAX).
+pub(crate) async fn read_bounded(
+    mut answer: reqwest::Response,
+    max: usize,
+) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    if answer.content_length().is_some_and(|n| n > max as u64) {
+        return Ok(None);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = answer.chunk().await? {
+        if body.len() + chunk.len() > max {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
 /// How gateway calls are retried, and how long one call may take.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -339,6 +370,58 @@ impl MethodGateway<'_> {
                 tracing::warn!(payment_no = %order.payment_no, "the gateway's checkout URL timed out");
                 None
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_bounded;
+
+    /// Serves `body` once per connection, with or without a Content-Length (chunked).
+    async fn serve(body: &'static [u8], chunked: bool) -> String {
+        use axum::body::Body;
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::get(move || async move {
+                if chunked {
+                    let parts = body
+                        .chunks(100)
+                        .map(|c| Ok::<_, std::io::Error>(c.to_vec()));
+                    axum::response::Response::new(Body::from_stream(futures::stream::iter(
+                        parts.collect::<Vec<_>>(),
+                    )))
+                } else {
+                    axum::response::Response::new(Body::from(body))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    #[tokio::test]
+    async fn an_answer_longer_than_the_bound_is_refused_with_or_without_a_length() {
+        static BODY: [u8; 1000] = [b'x'; 1000];
+        let http = reqwest::Client::new();
+        for chunked in [false, true] {
+            let url = serve(&BODY, chunked).await;
+            let get = || async { http.get(&url).send().await.unwrap() };
+            assert_eq!(
+                read_bounded(get().await, 1000)
+                    .await
+                    .unwrap()
+                    .map(|b| b.len()),
+                Some(1000),
+                "chunked {chunked}"
+            );
+            assert_eq!(
+                read_bounded(get().await, 999).await.unwrap(),
+                None,
+                "chunked {chunked}"
+            );
         }
     }
 }

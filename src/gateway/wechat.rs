@@ -169,7 +169,6 @@ impl Wechat {
         public_url: &str,
         limits: &crate::config::Limits,
     ) -> Result<Self, reqwest::Error> {
-        let call_timeout = limits.gateway_call_timeout();
         Ok(Self {
             merchant: Merchant {
                 mchid: settings.mchid.clone(),
@@ -180,10 +179,7 @@ impl Wechat {
             platform_keys: settings.platform_keys.clone(),
             base_url: settings.base_url.clone(),
             public_url: public_url.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::builder()
-                .timeout(call_timeout)
-                .connect_timeout(call_timeout)
-                .build()?,
+            http: super::vendor_http(limits)?,
             code_urls: moka::sync::Cache::builder()
                 // Remembered for the checkout, oldest forgotten first.
                 .max_capacity(limits.wechat_code_urls_max)
@@ -231,10 +227,16 @@ impl Wechat {
             .map_err(|e| transport_error(&e))?;
         let status = answer.status().as_u16();
         let headers = answer.headers().clone();
-        let body = answer.bytes().await.map_err(|e| transport_error(&e))?;
-        if body.len() > self.answer_bytes_max {
+        let Some(body) = super::read_bounded(answer, self.answer_bytes_max)
+            .await
+            .map_err(|e| transport_error(&e))?
+        else {
+            tracing::warn!(
+                bytes_max = self.answer_bytes_max,
+                "wechat answer too long; outcome unknown"
+            );
             return Err(GatewayError::Timeout);
-        }
+        };
         let signed =
             SignatureHeaders::from_lookup(|name| headers.get(name).and_then(|v| v.to_str().ok()))
                 .and_then(|h| {
