@@ -53,17 +53,39 @@ pub struct RefundDriver {
     pub settle_wait: Duration,
 }
 
+/// What one refund's turn in a pass came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Progress {
+    /// Its outcome is in the log.
+    Recorded(Uuid),
+    /// Its outcome stayed unknown; it waits its backoff.
+    Postponed,
+    /// Nothing was done (the lease lost, the payment unreadable, the outcome not appended):
+    /// the refund is due again as it was.
+    Skipped,
+}
+
 /// Refunds whose outcome this driver recorded, skipped until the read side shows them settled.
 #[derive(Debug, Default)]
 pub struct Recorded(HashSet<Uuid>);
 
 impl RefundDriver {
     /// Runs until cancelled, while `lease` (the refund duty) is held.
+    ///
+    /// A pass is raced against `cancel`: shutdown does not wait for it. Dropping a pass
+    /// half-way is the crash the driver is built to resume from (the refund stays
+    /// `processing` until its outcome is in the log, and the gateway's key is the refund_no).
     pub async fn run(self, lease: Option<Lease>, cancel: CancellationToken) {
         let wake = self.gateways.refund_wake();
         let mut recorded = Recorded::default();
-        loop {
-            match self.pass(lease.as_ref(), &mut recorded).await {
+        while !cancel.is_cancelled() {
+            let pass = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                pass = self.pass(lease.as_ref(), &mut recorded) => pass,
+            };
+            match pass {
+                // More may be due at once (a queue longer than one batch).
                 Ok(n) if n > 0 => continue,
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "refund pass failed"),
@@ -88,7 +110,10 @@ impl RefundDriver {
         }
     }
 
-    /// One pass over the refunds due now. Returns how many it sent to the gateway.
+    /// One pass over the refunds due now. Returns how many it moved on: outcomes recorded
+    /// plus refunds rescheduled by their backoff. A refund it could not work on (the lease
+    /// lost, its payment unreadable) does not count, so the caller sleeps before the next
+    /// pass instead of asking again at once.
     pub async fn pass(
         &self,
         lease: Option<&Lease>,
@@ -106,22 +131,28 @@ impl RefundDriver {
             .into_iter()
             .filter(|r| !recorded.0.contains(&r.refund_id))
             .collect();
-        let taken = todo.len();
-        let settled: Vec<Uuid> = futures::stream::iter(todo)
-            .map(|refund| async move {
-                let id = refund.refund_id;
-                self.settle(refund, lease).await.then_some(id)
-            })
+        let progress: Vec<Progress> = futures::stream::iter(todo)
+            .map(|refund| self.settle(refund, lease))
             .buffer_unordered(self.concurrency_max.max(1))
-            .filter_map(|id| async move { id })
             .collect()
             .await;
+        let settled: Vec<Uuid> = progress
+            .iter()
+            .filter_map(|p| match p {
+                Progress::Recorded(id) => Some(*id),
+                _ => None,
+            })
+            .collect();
+        let moved = progress
+            .iter()
+            .filter(|p| !matches!(p, Progress::Skipped))
+            .count();
         if !settled.is_empty() {
             recorded.0.extend(settled);
             self.wait_for_read_side().await;
         }
         let _ = queues::forget_settled_refunds(&self.pool).await;
-        Ok(taken)
+        Ok(moved)
     }
 
     /// Waits (at most `settle_wait`) until the read tables include the log's head.
@@ -133,15 +164,15 @@ impl RefundDriver {
         let _ = tokio::time::timeout(self.settle_wait, applied.wait_for(|p| *p >= head)).await;
     }
 
-    /// Sends one refund and records its outcome; true when an outcome is in the log.
-    async fn settle(&self, r: DueRefund, lease: Option<&Lease>) -> bool {
+    /// Sends one refund and records its outcome.
+    async fn settle(&self, r: DueRefund, lease: Option<&Lease>) -> Progress {
         let Some(method) = PaymentMethod::parse(&r.payment_method) else {
-            return false;
+            return Progress::Skipped;
         };
         // Only the leader sends refunds: a node that cannot prove it still holds the duty
         // leaves the refund to whoever does.
         if lease.is_some_and(|l| !l.valid()) {
-            return false;
+            return Progress::Skipped;
         }
         // The read side trails the log: a previous leader may have recorded this refund's
         // outcome already. Ask the log, not the gateway, whether anything is left to do.
@@ -151,12 +182,12 @@ impl RefundDriver {
                     .iter()
                     .any(|x| x.id == r.refund_id && x.status != RefundStatus::Processing) =>
             {
-                return true
+                return Progress::Recorded(r.refund_id)
             }
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(refund_no = %r.refund_no, error = %e, "cannot read the refund's payment; will try again");
-                return false;
+                return Progress::Skipped;
             }
         }
         let outcome = self
@@ -174,12 +205,12 @@ impl RefundDriver {
             },
             Ok(RefundOutcome::Pending) => {
                 self.postpone(&r, "pending at the gateway").await;
-                return false;
+                return Progress::Postponed;
             }
             Err(e) => {
                 tracing::warn!(refund_no = %r.refund_no, error = %e, attempts = r.attempts, "refund outcome unknown; will ask again");
                 self.postpone(&r, &e.to_string()).await;
-                return false;
+                return Progress::Postponed;
             }
         };
         let meta = Meta::system("refund-driver");
@@ -192,10 +223,10 @@ impl RefundDriver {
             .execute(r.payment_id, &[command], &meta, &book)
             .await
         {
-            Ok(_) => true,
+            Ok(_) => Progress::Recorded(r.refund_id),
             Err(e) => {
                 tracing::warn!(refund_no = %r.refund_no, error = %e, "could not record the refund outcome");
-                false
+                Progress::Skipped
             }
         }
     }

@@ -1181,3 +1181,29 @@ async fn a_timeout_in_any_attempt_makes_the_outcome_unknown() {
     assert_eq!(attempts.get(), 4);
     assert_eq!(r, Err(GatewayError::Timeout));
 }
+
+/// Shutdown with refunds still due: the refund driver gives up its duty's lease, so it may not
+/// send them; it must stop, not ask again and again until the shutdown deadline runs out
+/// (it used to spin on the database for the whole deadline, 25 s by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_with_refunds_still_due_does_not_wait_out_the_shutdown_deadline() {
+    const DEADLINE_SECS: u64 = 120;
+    let app = TestApp::spawn_with(Options::tuned(|raw| {
+        raw.limits.shutdown_deadline_secs = DEADLINE_SECS;
+    }))
+    .await;
+    let id = app.paid_payment("100.00").await;
+    for _ in 0..4 {
+        refund(&app, &id, "1.00").await;
+    }
+    let stopping = Instant::now();
+    app.stop().await;
+    let took = stopping.elapsed();
+    // Not a speed figure: a stop that waited for its deadline takes all 120 s; one that
+    // did not is done in well under a second. Half the deadline tells them apart on any
+    // machine.
+    assert!(
+        took < Duration::from_secs(DEADLINE_SECS / 2),
+        "stopping took {took:?}: a background task waited out the shutdown deadline"
+    );
+}

@@ -319,7 +319,9 @@ impl TestApp {
     pub async fn stop(mut self) {
         self.cancel.cancel();
         if let Some(s) = self.server.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(30), s).await;
+            // The service bounds its own stop by the shutdown deadline; a little more here.
+            let wait = self.state.settings.limits.shutdown_deadline() + Duration::from_secs(5);
+            let _ = tokio::time::timeout(wait, s).await;
         }
         self.cleanup_nats().await;
     }
