@@ -343,6 +343,17 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_until(ledger, listener, Box::pin(shutdown)).await
+}
+
+/// [`serve`] with the shutdown future boxed: not generic, so the server loop is compiled
+/// once, here, with this crate's optimisation, not again in each caller (the integration
+/// suite is compiled unoptimised).
+async fn serve_until(
+    ledger: Ledger,
+    listener: TcpListener,
+    shutdown: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+) -> anyhow::Result<()> {
     let router = match ledger.role {
         ServeRole::Projector => api::ops_router(ledger.state.clone()),
         _ => api::router(ledger.state.clone()),

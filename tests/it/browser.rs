@@ -54,7 +54,7 @@ fn free_port() -> u16 {
 }
 
 fn screenshot_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots")
+    crate::common::repo().join("target/screenshots")
 }
 
 fn temp_dir(kind: &str) -> PathBuf {
@@ -315,7 +315,7 @@ impl Browser {
         if std::env::var("LEDGER_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1")
             && DOC_SHOTS.contains(&name)
         {
-            let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
+            let docs = crate::common::repo().join("docs/screenshots");
             std::fs::create_dir_all(&docs).expect("docs/screenshots");
             std::fs::write(docs.join(format!("{name}.png")), &png).expect("save doc screenshot");
         }

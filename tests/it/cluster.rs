@@ -224,7 +224,7 @@ impl Node {
         std::fs::create_dir_all(&data).expect("data dir");
         let log = shared.dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        let child = Command::new(crate::common::ledger_bin())
             .args(["serve", "--role", role])
             .env("DATABASE_URL", &shared.db_url)
             .env("NATS_URL", &shared.nats_urls)

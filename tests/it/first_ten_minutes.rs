@@ -21,7 +21,6 @@ use uuid::Uuid;
 
 use crate::common::{TestDb, GATEWAY_SECRETS, KEYS, NATS_URL, SANDBOX_SECRET};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ledger");
 /// Longest one child command may run before the test gives up on it (a hang, not a speed).
 const COMMAND_WAIT_MAX: Duration = Duration::from_secs(180);
 /// Longest a fresh `ledger serve` may take to answer `/healthz`.
@@ -52,7 +51,7 @@ fn free_addr() -> String {
 /// A child `ledger` command with nothing inherited but PATH and HOME, so the developer's own
 /// LEDGER_* settings cannot leak in.
 fn ledger(env: &[(&str, String)]) -> Command {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(crate::common::ledger_bin());
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", std::env::var("HOME").unwrap_or_default())
@@ -500,14 +499,14 @@ impl Served {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readme_quick_start_block_runs_as_is_against_a_fresh_server() {
     let served = Served::start().await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/quickstart.sh");
+    let script = crate::common::repo().join("docs/quickstart.sh");
     let mut cmd = Command::new("bash");
     cmd.arg(&script)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(crate::common::repo())
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", std::env::var("HOME").unwrap_or_default())
-        .env("LEDGER", BIN)
+        .env("LEDGER", crate::common::ledger_bin())
         .env("RUST_LOG", "warn")
         .envs(served.env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
@@ -692,7 +691,7 @@ async fn unit_graph(args: &[&str], target_dir: &Path) -> Vec<(String, u64)> {
     let mut cmd = Command::new(env!("CARGO"));
     cmd.args(args)
         .args(["--offline", "--unit-graph", "-Z", "unstable-options"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(crate::common::repo())
         // `--unit-graph` is unstable: RUSTC_BOOTSTRAP lets this stable cargo print it. It
         // only prints the plan; nothing is compiled.
         .env("RUSTC_BOOTSTRAP", "1")

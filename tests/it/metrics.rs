@@ -23,7 +23,7 @@ const WAIT_MAX: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(50);
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    crate::common::repo().to_path_buf()
 }
 
 fn read(path: &Path) -> String {

@@ -34,10 +34,11 @@ const PLATFORM_SERIAL: &str = "PUB_KEY_ID_0114232183192025032400111111";
 const MERCHANT_SERIAL: &str = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1";
 
 fn fixture(name: &str) -> String {
-    format!(
-        "{}/tests/fixtures/gateways/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    )
+    crate::common::repo()
+        .join("tests/fixtures/gateways")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 fn private_key(name: &str) -> PrivateKey {

@@ -234,7 +234,7 @@ async fn a_settlement_file_of_thousands_of_lines_reports_every_kind_of_differenc
         .all(|s| *s == "pending" || *s == "failed"));
 
     // The binary: csv output (a header and one line per problem), exit status 1.
-    let bin = env!("CARGO_BIN_EXE_ledger");
+    let bin = crate::common::ledger_bin();
     let run = |args: &[&str]| {
         Command::new(bin)
             .args(args)

@@ -15,7 +15,7 @@ const SIGNING_KEY_HEX: &str = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5
 
 /// The configuration the test services use, as environment variables for the binary.
 fn ledger_cmd(db_url: &str, data_dir: &std::path::Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ledger"));
+    let mut cmd = Command::new(crate::common::ledger_bin());
     cmd.env("DATABASE_URL", db_url)
         .env("NATS_URL", "none")
         .env("LEDGER_API_KEYS", KEYS)

@@ -45,7 +45,7 @@ fn serve(db: &TestDb, port: u16, prefix: &str, stream: &str) -> Server {
     std::fs::create_dir_all(&dir).expect("data dir");
     let log = dir.join("serve.log");
     let out = std::fs::File::create(&log).expect("log file");
-    let child = Command::new(env!("CARGO_BIN_EXE_ledger"))
+    let child = Command::new(crate::common::ledger_bin())
         .arg("serve")
         .env("DATABASE_URL", &db.url)
         .env("NATS_URL", NATS_URL)

@@ -99,7 +99,7 @@ async fn save_digest(app: &TestApp) -> std::path::PathBuf {
 /// `ledger verify --digest FILE` against the test database: (exit code, stdout).
 fn verify_cli(app: &TestApp, digest: &std::path::Path) -> (Option<i32>, String) {
     let data_dir = digest.parent().unwrap().join("data");
-    let out = Command::new(env!("CARGO_BIN_EXE_ledger"))
+    let out = Command::new(crate::common::ledger_bin())
         .args(["verify", "--digest", digest.to_str().unwrap()])
         .env("DATABASE_URL", &app.db.url)
         .env("NATS_URL", "none")

@@ -22,7 +22,7 @@ fn npm(web: &PathBuf, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn the_web_unit_and_component_tests_pass() {
-    let web = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("web");
+    let web = crate::common::repo().join("web");
     if !web.join("node_modules").is_dir() {
         let out = npm(&web, &["ci", "--no-audit", "--no-fund", "--loglevel=error"]);
         assert!(

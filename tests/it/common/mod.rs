@@ -18,6 +18,36 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+/// The repository's root (this package is its `tests/` folder).
+pub fn repo() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the repository")
+}
+
+/// The `ledger` binary that `cargo test --release` built beside this test binary
+/// (target/<profile>/deps/it-* → target/<profile>/ledger): the root package's test
+/// `tests/binary.rs` is what makes cargo build it. Cargo gives `CARGO_BIN_EXE_*` only to a
+/// package's own tests, and this suite is its own package, so it finds the binary itself.
+pub fn ledger_bin() -> &'static std::path::Path {
+    static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let profile_dir = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .expect("the test binary is in target/<profile>/deps");
+        let bin = profile_dir.join(format!("ledger{}", std::env::consts::EXE_SUFFIX));
+        assert!(
+            bin.is_file(),
+            "{} is missing: run the suite with `cargo test --release` from the repository's \
+             root (it builds the binary), or build it first with `cargo build --release`",
+            bin.display()
+        );
+        bin
+    })
+}
+
 pub const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 pub const NATS_URL: &str = "nats://127.0.0.1:4222";
 
