@@ -259,6 +259,40 @@ where
 /// Said after a start-up failure of `serve` or `migrate`.
 pub const DOCTOR_HINT: &str = "run `ledger doctor` to check the setup";
 
+/// The `ledger` binary's whole run: logging, the command line, the runtime, the verb, and the
+/// process's exit with the verb's code.
+///
+/// It lives here rather than in main.rs so that the async code it drives is compiled once, in
+/// this crate: a release build shares no generic instances between crates, and a `block_on`
+/// (or `#[tokio::main]`) in the binary compiled every future under `run` a second time there
+/// (about a minute of the two cores' time on every build).
+///
+/// It exits the process from inside the runtime, as `#[tokio::main]` code calling
+/// `std::process::exit` did: no wait for blocking tasks (a read of stdin, say) to finish.
+pub fn main() -> ! {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(2);
+        }
+    };
+    runtime.block_on(async {
+        crate::telemetry::init_logging();
+        let cli = parse();
+        match run(cli).await {
+            Ok(code) => std::process::exit(code),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::exit(2);
+            }
+        }
+    })
+}
+
 /// Runs the parsed command; the process exit code is what it returns.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let Some(verb) = cli.command else {

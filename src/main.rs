@@ -1,14 +1,5 @@
-//! The `ledger` binary: parse the command line and configuration, install telemetry, run.
+//! The `ledger` binary: everything is in the library (`ledger::cli::main`).
 
-#[tokio::main]
-async fn main() {
-    ledger::telemetry::init_logging();
-    let cli = ledger::cli::parse();
-    match ledger::cli::run(cli).await {
-        Ok(code) => std::process::exit(code),
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::exit(2);
-        }
-    }
+fn main() {
+    ledger::cli::main()
 }

@@ -13,13 +13,17 @@ import { ElementPlusResolver } from 'unplugin-vue-components/resolvers'
 // Vite server stands in for the pages and forwards everything else to it.
 const backend = 'http://127.0.0.1:8080'
 
-export default defineConfig({
+export default defineConfig(({ command }) => ({
   base: '/',
   plugins: [
     vue(),
     Components({
       dirs: [],
-      dts: 'src/components.d.ts',
+      // The type file is written by the dev server only: rewritten by `vite build` (run by
+      // build.rs) or by Vitest (run by the test suite), its new time would mark the pages'
+      // sources changed, and the next cargo command would build the pages and the service
+      // again.
+      dts: command === 'serve' && !process.env.VITEST ? 'src/components.d.ts' : false,
       resolvers: [ElementPlusResolver({ importStyle: 'css' })],
     }),
   ],
@@ -59,4 +63,4 @@ export default defineConfig({
     // The first test of a file pays for transforming Element Plus on demand.
     testTimeout: 30_000,
   },
-})
+}))

@@ -18,15 +18,7 @@ struct Cli {
     args: ledger_bench::BenchArgs,
 }
 
-#[tokio::main]
-async fn main() {
-    ledger::telemetry::init_logging();
+fn main() {
     let cli = Cli::parse();
-    match ledger_bench::run(&cli.config, cli.args).await {
-        Ok(code) => std::process::exit(code),
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(2);
-        }
-    }
+    ledger_bench::main(&cli.config, cli.args)
 }

@@ -32,6 +32,9 @@ fn the_web_unit_and_component_tests_pass() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // build.rs rebuilds the pages (and cargo the service) when anything under web/src is
+    // newer than its last run: running the pages' tests must leave the sources untouched.
+    let sources_before = newest_source(&web.join("src"));
     let out = npm(&web, &["test", "--silent"]);
     let report = format!(
         "{}{}",
@@ -40,4 +43,33 @@ fn the_web_unit_and_component_tests_pass() {
     );
     assert!(out.status.success(), "`npm test` in web/ failed:\n{report}");
     assert!(report.contains("passed"), "vitest ran no tests:\n{report}");
+    assert_eq!(
+        newest_source(&web.join("src")),
+        sources_before,
+        "the web tests wrote a file under web/src (the next cargo command would rebuild)"
+    );
+}
+
+/// The newest modification time of a file under `dir`, and that file.
+fn newest_source(dir: &std::path::Path) -> (std::time::SystemTime, PathBuf) {
+    let mut newest = (std::time::SystemTime::UNIX_EPOCH, dir.to_path_buf());
+    for entry in std::fs::read_dir(dir)
+        .expect("web/src is readable")
+        .flatten()
+    {
+        let path = entry.path();
+        let found = if path.is_dir() {
+            newest_source(&path)
+        } else {
+            let modified = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .expect("a file's modification time");
+            (modified, path)
+        };
+        if found.0 > newest.0 {
+            newest = found;
+        }
+    }
+    newest
 }
