@@ -69,28 +69,11 @@ async fn prepare(pool: &PgPool) -> anyhow::Result<()> {
 }
 
 /// The `tps = N (without initial connection time)` figure of pgbench's report.
-fn tps(report: &str) -> Option<f64> {
+pub fn tps(report: &str) -> Option<f64> {
     report
         .lines()
         .filter(|l| l.starts_with("tps = "))
         .find(|l| l.contains("without initial connection time") || !l.contains("including"))
         .and_then(|l| l["tps = ".len()..].split_whitespace().next())
         .and_then(|n| n.parse().ok())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::tps;
-
-    #[test]
-    fn reads_the_tps_of_pgbench_15_and_of_older_reports() {
-        let v15 = "number of failed transactions: 0 (0.000%)\nlatency average = 4.065 ms\n\
-                   initial connection time = 229.027 ms\n\
-                   tps = 15742.316645 (without initial connection time)\n";
-        assert_eq!(tps(v15), Some(15742.316645));
-        let old = "tps = 900.5 (including connections establishing)\n\
-                   tps = 912.25 (excluding connections establishing)\n";
-        assert_eq!(tps(old), Some(912.25));
-        assert_eq!(tps("no figures"), None);
-    }
 }

@@ -11,6 +11,7 @@ mod api_endpoints;
 mod api_hostile;
 mod api_idempotency;
 mod api_smoke;
+mod bench_harness;
 mod browser;
 mod cluster;
 mod contract;

@@ -784,3 +784,22 @@ async fn a_node_whose_projector_lost_the_race_never_serves_a_stale_cached_detail
     a.stop().await;
     b.stop().await;
 }
+
+/// (A unit test of `ledger_projections::read` once; here so that crate builds no test target
+/// for one test.)
+#[test]
+fn a_cursor_round_trips_and_far_times_are_clamped_to_years_1_to_9999() {
+    use ledger::projections::read::Cursor;
+    let c = Cursor {
+        created_at: chrono::DateTime::from_timestamp_micros(1_796_030_532_123_456).unwrap(),
+        id: uuid::Uuid::from_u128(7),
+    };
+    assert_eq!(Cursor::decode(&c.encode()), Some(c));
+    let id = "7efdc5da85bf6e5bb96a0ed8d3100abd";
+    let early = Cursor::decode(&format!("-600095923697145994_{id}")).unwrap();
+    assert_eq!(early.created_at.to_rfc3339(), "0001-01-01T00:00:00+00:00");
+    let late = Cursor::decode(&format!("999999999999999999_{id}")).unwrap();
+    assert_eq!(late.created_at.timestamp_micros(), 253_402_300_799_999_999);
+    assert_eq!(Cursor::decode("12_not-an-id"), None);
+    assert_eq!(Cursor::decode(&format!("1e5_{id}")), None);
+}
