@@ -266,10 +266,18 @@ pub const DOCTOR_HINT: &str = "run `ledger doctor` to check the setup";
 /// this crate: a release build shares no generic instances between crates, and a `block_on`
 /// (or `#[tokio::main]`) in the binary compiled every future under `run` a second time there
 /// (about a minute of the two cores' time on every build).
-///
-/// It exits the process from inside the runtime, as `#[tokio::main]` code calling
-/// `std::process::exit` did: no wait for blocking tasks (a read of stdin, say) to finish.
 pub fn main() -> ! {
+    run_to_exit(async { run(parse()).await })
+}
+
+/// A binary's run: a multi-thread runtime, logging, `work`, then the process's exit with the
+/// code `work` returns (2, with the error printed, when it fails).
+///
+/// The exit happens inside the runtime, as `#[tokio::main]` code calling
+/// `std::process::exit` did: no wait for blocking tasks (a read of stdin, say) to finish.
+/// Generic, so each library calling it from a plain function compiles its future there
+/// (`ledger_bench::main` is the other).
+pub fn run_to_exit(work: impl std::future::Future<Output = anyhow::Result<i32>>) -> ! {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -282,8 +290,7 @@ pub fn main() -> ! {
     };
     runtime.block_on(async {
         crate::telemetry::init_logging();
-        let cli = parse();
-        match run(cli).await {
+        match work.await {
             Ok(code) => std::process::exit(code),
             Err(e) => {
                 eprintln!("error: {e:#}");

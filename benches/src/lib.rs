@@ -197,26 +197,7 @@ impl Report {
 /// with its code. Here rather than in main.rs so that the async code under [`run`] is
 /// compiled once, in this crate (see `ledger::cli::main`).
 pub fn main(config: &RawConfig, args: BenchArgs) -> ! {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            std::process::exit(2);
-        }
-    };
-    runtime.block_on(async {
-        ledger::telemetry::init_logging();
-        match run(config, args).await {
-            Ok(code) => std::process::exit(code),
-            Err(e) => {
-                eprintln!("error: {e}");
-                std::process::exit(2);
-            }
-        }
-    })
+    ledger::cli::run_to_exit(run(config, args))
 }
 
 /// Runs the harness; returns the exit code (0 unless a phase failed outright).
