@@ -4,26 +4,24 @@
 
 use std::process::Command;
 
+/// What `ledger ARG` prints, after checking that it exits 0.
+fn ledger(arg: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .arg(arg)
+        .output()
+        .unwrap_or_else(|e| panic!("run ledger {arg}: {e}"));
+    assert!(out.status.success(), "ledger {arg}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn the_binary_answers_its_version_and_help() {
-    let out = Command::new(env!("CARGO_BIN_EXE_ledger"))
-        .arg("--version")
-        .output()
-        .expect("run ledger --version");
-    assert!(out.status.success(), "{out:?}");
-    let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
-        text.trim(),
-        format!("ledger {}", env!("CARGO_PKG_VERSION")),
-        "ledger --version"
+        ledger("--version").trim(),
+        format!("ledger {}", env!("CARGO_PKG_VERSION"))
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_ledger"))
-        .arg("--help")
-        .output()
-        .expect("run ledger --help");
-    assert!(out.status.success(), "{out:?}");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let help = ledger("--help");
     for command in ["serve", "demo", "doctor", "bench"] {
-        assert!(text.contains(command), "--help names `{command}`:\n{text}");
+        assert!(help.contains(command), "--help names `{command}`:\n{help}");
     }
 }
