@@ -477,14 +477,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 })?;
             // The demo pays through the sandbox's signed JSON, which a method served by its
             // real gateway refuses (403): those methods are left out of the run.
-            let real = |m: crate::domain::PaymentMethod| match m {
-                crate::domain::PaymentMethod::Alipay => cli.config.alipay.alipay_app_id.is_some(),
-                crate::domain::PaymentMethod::Wechat => cli.config.wechat.wechat_mchid.is_some(),
-                _ => false,
-            };
             let mut gateways = Vec::new();
             for m in crate::domain::PaymentMethod::ALL {
-                if real(m) {
+                if cli.config.real_gateway(m) {
                     println!(
                         "demo: {} is served by its real gateway here; its payments are left out of the demo",
                         m.name()

@@ -929,6 +929,18 @@ pub(crate) fn bad(setting: &'static str, problem: impl Into<String>) -> ConfigEr
 }
 
 impl RawConfig {
+    /// Whether `method` is served by its real gateway: its identifying setting (Alipay's app
+    /// id, WeChat Pay's merchant number) is given — `resolve` then insists on the rest. The
+    /// other methods are always the sandbox's.
+    pub fn real_gateway(&self, method: crate::domain::PaymentMethod) -> bool {
+        use crate::domain::PaymentMethod;
+        match method {
+            PaymentMethod::Alipay => self.alipay.alipay_app_id.is_some(),
+            PaymentMethod::Wechat => self.wechat.wechat_mchid.is_some(),
+            _ => false,
+        }
+    }
+
     /// The settings as environment variables, for a child process (`ledger bench`).
     pub fn to_env(&self) -> Vec<(&'static str, String)> {
         let mut env = vec![

@@ -7,7 +7,7 @@
 //! tampered one as 0, and stop promptly when cancelled.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use crate::common::{Options, TestApp};
@@ -22,16 +22,12 @@ use yaml_rust2::{Yaml, YamlLoader};
 const WAIT_MAX: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(50);
 
-fn repo() -> PathBuf {
-    crate::common::repo().to_path_buf()
-}
-
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
 fn dashboards() -> Vec<(String, Value)> {
-    let dir = repo().join("deploy/grafana/dashboards");
+    let dir = crate::common::repo().join("deploy/grafana/dashboards");
     let mut out: Vec<(String, Value)> = std::fs::read_dir(&dir)
         .expect("deploy/grafana/dashboards exists")
         .map(|e| e.expect("dir entry").path())
@@ -52,7 +48,7 @@ fn dashboards() -> Vec<(String, Value)> {
 }
 
 fn alert_rules() -> Vec<Yaml> {
-    let text = read(&repo().join("deploy/prometheus/alerts.yml"));
+    let text = read(&crate::common::repo().join("deploy/prometheus/alerts.yml"));
     let doc = YamlLoader::load_from_str(&text).expect("alerts.yml is YAML");
     let mut rules = Vec::new();
     for group in doc[0]["groups"].as_vec().expect("groups") {
@@ -386,9 +382,9 @@ async fn every_metric_the_dashboards_and_alerts_use_is_exported_with_help_after_
 fn recorded_in_code() -> BTreeMap<String, Kind> {
     let mut found = BTreeMap::new();
     let mut dirs = vec![
-        repo().join("src"),
-        repo().join("store/src"),
-        repo().join("projections/src"),
+        crate::common::repo().join("src"),
+        crate::common::repo().join("store/src"),
+        crate::common::repo().join("projections/src"),
     ];
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir).expect("source dir") {
@@ -447,7 +443,7 @@ fn every_metric_the_code_records_is_described_once_with_its_kind() {
 #[test]
 fn dashboards_are_provisioned_grafana_dashboards_on_the_provisioned_datasource() {
     let ds = YamlLoader::load_from_str(&read(
-        &repo().join("deploy/grafana/provisioning/datasources/prometheus.yml"),
+        &crate::common::repo().join("deploy/grafana/provisioning/datasources/prometheus.yml"),
     ))
     .expect("datasource YAML");
     let uid = ds[0]["datasources"][0]["uid"]
@@ -455,11 +451,11 @@ fn dashboards_are_provisioned_grafana_dashboards_on_the_provisioned_datasource()
         .expect("the datasource has a uid")
         .to_owned();
     let provider = YamlLoader::load_from_str(&read(
-        &repo().join("deploy/grafana/provisioning/dashboards/ledger.yml"),
+        &crate::common::repo().join("deploy/grafana/provisioning/dashboards/ledger.yml"),
     ))
     .expect("provider YAML");
     assert_eq!(provider[0]["providers"][0]["type"].as_str(), Some("file"));
-    let compose = read(&repo().join("docker-compose.yml"));
+    let compose = read(&crate::common::repo().join("docker-compose.yml"));
     let path = provider[0]["providers"][0]["options"]["path"]
         .as_str()
         .expect("provider path");
