@@ -1338,6 +1338,20 @@ mod tests {
     use super::*;
     use clap::Parser;
 
+    #[test]
+    fn a_method_is_real_exactly_when_its_identifying_setting_is_given() {
+        use crate::domain::PaymentMethod;
+        let mut raw = RawConfig::default();
+        assert!(PaymentMethod::ALL.iter().all(|m| !raw.real_gateway(*m)));
+        raw.alipay.alipay_app_id = Some("2021000000000000".into());
+        raw.wechat.wechat_mchid = Some("1900000001".into());
+        let real: Vec<_> = PaymentMethod::ALL
+            .iter()
+            .filter(|m| raw.real_gateway(**m))
+            .collect();
+        assert_eq!(real, [&PaymentMethod::Alipay, &PaymentMethod::Wechat]);
+    }
+
     #[derive(Parser)]
     struct Cli {
         #[command(flatten)]
