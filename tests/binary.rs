@@ -1,4 +1,4 @@
-//! The `ledger` binary runs. This target also makes `cargo test --release` build the binary
+//! The `ledger` binary runs. This target also makes `cargo test` build the binary
 //! (cargo builds a package's binaries only for its own integration tests), which the suite in
 //! `tests/it` (package ledger-it) starts as a child process.
 

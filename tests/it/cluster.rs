@@ -6,7 +6,7 @@
 //! accepted request is in the log, that the stream holds every event exactly once, that the
 //! gateway executed every refund once (the sandboxes share a journal, as a real gateway's
 //! servers share their books), and that a read on one node right after a write on another
-//! sees the write. The figures are printed (`cargo test --release cluster -- --nocapture`).
+//! sees the write. The figures are printed (`cargo test cluster -- --nocapture`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::TcpListener;

@@ -746,9 +746,10 @@ async fn unit_graph(args: &[&str], target_dir: &Path) -> Vec<(String, u64)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readme_run_command_reuses_everything_the_test_command_built() {
-    // README's two commands: `cargo test --release`, then `cargo run --release -- serve`
-    // (this package's `ledger` binary alone, without dev-dependencies).
+async fn release_run_reuses_everything_the_release_tests_built() {
+    // README: after `cargo test --release` (the suite against the optimised build),
+    // `cargo run --release -- serve` (this package's `ledger` binary alone, without
+    // dev-dependencies) compiles nothing again.
     let target = TempDir::new("unit-graph");
     let test = unit_graph(&["test", "--release", "--no-run"], &target.0).await;
     let run = unit_graph(

@@ -11,7 +11,7 @@
 //! - signed timestamps at the window's edges on two nodes with skewed clocks, and one signed
 //!   request replayed concurrently at two nodes sharing a database.
 //!
-//! Sizes are bounded for `cargo test --release`; `LEDGER_SOAK=1` multiplies them (and the
+//! Sizes are bounded for `cargo test`; `LEDGER_SOAK=1` multiplies them (and the
 //! storm durations) for a soak run. Smaller, deterministic versions of several scenarios live
 //! in event_log.rs, relay.rs, projections.rs and api_auth.rs; this file pushes volume and
 //! mixes the faults.

@@ -25,7 +25,7 @@ pub fn repo() -> &'static std::path::Path {
         .expect("tests/ is inside the repository")
 }
 
-/// The `ledger` binary that `cargo test --release` built beside this test binary
+/// The `ledger` binary that `cargo test` built beside this test binary
 /// (target/<profile>/deps/it-* → target/<profile>/ledger): the root package's test
 /// `tests/binary.rs` is what makes cargo build it. Cargo gives `CARGO_BIN_EXE_*` only to a
 /// package's own tests, and this suite is its own package, so it finds the binary itself.
@@ -40,8 +40,8 @@ pub fn ledger_bin() -> &'static std::path::Path {
         let bin = profile_dir.join(format!("ledger{}", std::env::consts::EXE_SUFFIX));
         assert!(
             bin.is_file(),
-            "{} is missing: run the suite with `cargo test --release` from the repository's \
-             root (it builds the binary), or build it first with `cargo build --release`",
+            "{} is missing: run the suite with `cargo test` from the repository's root (it \
+             builds the binary), or build it first with `cargo build`",
             bin.display()
         );
         bin
