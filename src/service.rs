@@ -115,7 +115,7 @@ pub struct CommandService {
     writer: Writer,
     /// Recently used aggregates, so a command does not re-read its stream. A stale entry is
     /// harmless: the append's expected version catches it and we reload.
-    states: moka::sync::Cache<Uuid, Arc<Payment>>,
+    states: LatestStates,
     attempts_max: u32,
     /// Commands on one stream run one at a time in this process (striped by stream id).
     /// Without this, N concurrent commands on one hot payment retry in rounds in which only
@@ -124,6 +124,32 @@ pub struct CommandService {
     /// expected version; a tokio mutex because it is held across the append, and fair, so
     /// no command waits forever.
     stream_turns: Arc<[tokio::sync::Mutex<()>]>,
+}
+
+/// The aggregate cache: for each payment the newest state this process has seen. A reload
+/// that read the log before a concurrent append (the refund driver reloads while a command
+/// appends) finishes after it; keeping the higher version means its older state never
+/// replaces the newer one, so the cache trails the log only by what other nodes wrote.
+#[derive(Clone)]
+struct LatestStates(moka::sync::Cache<Uuid, Arc<Payment>>);
+
+impl LatestStates {
+    fn new(capacity: u64) -> Self {
+        Self(moka::sync::Cache::new(capacity))
+    }
+
+    fn get(&self, id: &Uuid) -> Option<Arc<Payment>> {
+        self.0.get(id)
+    }
+
+    /// Keeps `payment` unless the cache already holds this payment at a later version
+    /// (atomic per key: moka runs one compute at a time for a key).
+    fn remember(&self, id: Uuid, payment: Arc<Payment>) {
+        self.0.entry(id).and_compute_with(|cached| match cached {
+            Some(c) if c.value().version >= payment.version => moka::ops::compute::Op::Nop,
+            _ => moka::ops::compute::Op::Put(payment),
+        });
+    }
 }
 
 /// Stripes of `stream_turns`: unrelated payments rarely share one.
@@ -138,7 +164,7 @@ impl CommandService {
         Self {
             pool,
             writer,
-            states: moka::sync::Cache::new(capacity),
+            states: LatestStates::new(capacity),
             attempts_max,
             stream_turns: (0..STREAM_TURN_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
@@ -165,7 +191,7 @@ impl CommandService {
         let decoded = decode_all(&events)?;
         Ok(fold(decoded.iter()).map(|p| {
             let p = Arc::new(p);
-            self.states.insert(id, p.clone());
+            self.states.remember(id, p.clone());
             p
         }))
     }
@@ -232,7 +258,7 @@ impl CommandService {
                 match self.writer.append(request).await {
                     Ok(appended) => {
                         let payment = Arc::new(after);
-                        self.states.insert(stream_id, payment.clone());
+                        self.states.remember(stream_id, payment.clone());
                         metrics::counter!("ledger_events_appended_total")
                             .increment(appended.events.len() as u64);
                         return Ok(Outcome::Appended {
@@ -332,4 +358,56 @@ fn claims_for(
         });
     }
     (claims, releases)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Currency, Money, PaymentMethod};
+    use rust_decimal::Decimal;
+
+    /// A payment as created (version 1), and the same payment `later` events on.
+    fn created(id: Uuid) -> Payment {
+        let cny = Currency::from_code("CNY").expect("CNY");
+        let create = Command::Create {
+            payment_id: id,
+            payment_no: "P1".into(),
+            order_id: "order-1".into(),
+            user_id: "user-1".into(),
+            amount: Money::new(Decimal::new(1000, 2), cny).expect("10.00 CNY"),
+            method: PaymentMethod::Alipay,
+            payment_url: "https://pay.example/P1".into(),
+            return_url: None,
+            merchant: None,
+            payer: None,
+        };
+        decide(&None, &create)
+            .expect("a create is accepted")
+            .iter()
+            .fold(None, evolve)
+            .expect("created")
+    }
+
+    fn at_version(p: &Payment, version: u32) -> Arc<Payment> {
+        let mut p = p.clone();
+        p.version = version;
+        Arc::new(p)
+    }
+
+    #[test]
+    fn an_older_state_remembered_after_a_newer_one_does_not_replace_it() {
+        let id = Uuid::now_v7();
+        let p = created(id);
+        let states = LatestStates::new(16);
+        assert!(states.get(&id).is_none());
+        states.remember(id, at_version(&p, 1));
+        assert_eq!(states.get(&id).map(|s| s.version), Some(1));
+        // The command's append (version 10) lands first; a reload that read the log at
+        // version 9 finishes after it.
+        states.remember(id, at_version(&p, 10));
+        states.remember(id, at_version(&p, 9));
+        assert_eq!(states.get(&id).map(|s| s.version), Some(10));
+        states.remember(id, at_version(&p, 11));
+        assert_eq!(states.get(&id).map(|s| s.version), Some(11));
+    }
 }
