@@ -366,7 +366,7 @@ mod tests {
     use crate::domain::{Currency, Money, PaymentMethod};
     use rust_decimal::Decimal;
 
-    /// A payment as created (version 1), and the same payment `later` events on.
+    /// A payment as created (version 1).
     fn created(id: Uuid) -> Payment {
         let cny = Currency::from_code("CNY").expect("CNY");
         let create = Command::Create {
@@ -388,6 +388,7 @@ mod tests {
             .expect("created")
     }
 
+    /// The same payment as the cache would hold it at `version`.
     fn at_version(p: &Payment, version: u32) -> Arc<Payment> {
         let mut p = p.clone();
         p.version = version;
