@@ -347,8 +347,8 @@ pub async fn serve(
 }
 
 /// [`serve`] with the shutdown future boxed: not generic, so the server loop is compiled
-/// once, here, with this crate's optimisation, not again in each caller (the integration
-/// suite is compiled unoptimised).
+/// once, here, with this crate's optimisation, not again in each caller (under
+/// `cargo test --release` the integration suite is compiled unoptimised).
 async fn serve_until(
     ledger: Ledger,
     listener: TcpListener,
